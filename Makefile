@@ -1,0 +1,36 @@
+# The README's two commands: `make run` and `make test`. Everything else is a helper target.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export MPLBACKEND := Agg
+
+.PHONY: run test install bench clean-venv help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changes; torch comes from this machine's local wheel store via pip.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install asn with its pinned dependencies
+
+run: $(STAMP)  ## set up and run the default pipeline (dvc repro) on the embedded synthetic data
+	@test -d .dvc || $(BIN)/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)  ## run the benchmark scripts; JSON lands in reports/bench/
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
