@@ -7,6 +7,7 @@ complete new one. Folders are published the same way (build in a temp folder, th
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -70,7 +71,13 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(path, "is a folder, expected a JSON file") from None
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN/Infinity literals, which the standard library (and so many
+    # annotation tools) write; parse those so the bad records can be named one by one.
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"invalid JSON: {exc}") from None
 
 

@@ -1,0 +1,59 @@
+"""`asn convert`: one KINS file (2019 or 2020 release) -> normalized amodal/inmodal COCO files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from asn.data.categories import EXPERIMENT_CATEGORY_IDS, KINS_CATEGORIES
+
+HELP = """Validate a KINS annotation file (release auto-detected) and write
+OUT/<split>_amodal.json, OUT/<split>_inmodal.json (loadable by pycocotools, identical ids) and
+OUT/<split>_report.json (counts of what was read, kept, repaired and dropped, per reason).
+Lenient by default: bad records are dropped or repaired and counted; --strict refuses the
+file at the first bad record. Exit code 2 on bad input, and no output file is written."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kins", required=True, metavar="FILE",
+                        help="KINS file: update_{train,test}_2020.json or instances_{train,val}.json")
+    images = parser.add_mutually_exclusive_group(required=True)
+    images.add_argument("--images", metavar="DIR",
+                        help="folder with the split's images (e.g. training/image_2); each "
+                             "file_name must exist there with the annotated size")
+    images.add_argument("--no-image-check", action="store_true",
+                        help="skip the image check (annotation-only data, benchmarks)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--split", required=True, metavar="NAME",
+                        help="split name used in the output file names, e.g. train or test")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse the file at the first bad record instead of dropping it")
+    parser.add_argument("--categories", type=int, nargs="+", default=list(EXPERIMENT_CATEGORY_IDS),
+                        metavar="ID", choices=sorted(KINS_CATEGORIES),
+                        help="KINS category ids to keep (default: the paper's 7 classes, "
+                             "person-sitting/rider excluded)")
+    parser.add_argument("--inmodal-source", choices=("order", "polygons"), default="order",
+                        help="2020 release: inmodal masks from the occlusion order (paper 3.2, "
+                             "default) or from the i_segm polygons")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from asn.data.convert import convert
+
+    report = convert(
+        args.kins, args.out, args.split,
+        images_dir=None if args.no_image_check else args.images,
+        strict=args.strict, category_ids=args.categories,
+        inmodal_source=args.inmodal_source, workers=args.workers,
+    )
+    dropped = sum(report["dropped"].values())
+    repaired = sum(report["repaired"].values())
+    print(
+        f"{args.split}: release {report['release']}, kept {report['kept']['images']} images / "
+        f"{report['kept']['annotations']} instances of {report['read']['annotations']}; "
+        f"dropped {dropped}, repaired {repaired} (see {args.out}/{args.split}_report.json); "
+        f"{report['seconds']['total']:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
