@@ -26,8 +26,10 @@ run: $(STAMP)  ## set up and run the default pipeline (dvc repro) on the embedde
 	@test -d .dvc || $(BIN)/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
 test: $(STAMP)  ## run the whole test suite
-	$(BIN)/python -m pytest -n 2 -q
+	@$(BIN)/python -m pytest -n 2 -q --durations=15; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)  ## run the benchmark scripts; JSON lands in reports/bench/
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -201,3 +201,16 @@ def test_parallel_equals_serial(tmp_path):
     convert(src, tmp_path / "parallel", "train", workers=2)
     for name in ("train_amodal.json", "train_inmodal.json"):
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes()
+
+
+def test_kins_folder_is_searched_by_split(kins_dir):
+    from asn.data.convert import find_kins_file
+    from asn.errors import InputError
+
+    assert find_kins_file(kins_dir / "instances_train.json", "train").name == "instances_train.json"
+    with pytest.raises(InputError, match="found update_train_2020.json and instances_train.json"):
+        find_kins_file(kins_dir, "train")
+    (kins_dir / "instances_train.json").unlink()
+    assert find_kins_file(kins_dir, "train").name == "update_train_2020.json"
+    with pytest.raises(InputError, match="found none"):
+        find_kins_file(kins_dir, "test")

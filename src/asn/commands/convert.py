@@ -15,8 +15,9 @@ file at the first bad record. Exit code 2 on bad input, and no output file is wr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kins", required=True, metavar="FILE",
-                        help="KINS file: update_{train,test}_2020.json or instances_{train,val}.json")
+    parser.add_argument("--kins", required=True, metavar="PATH",
+                        help="KINS file (update_{train,test}_2020.json or "
+                             "instances_{train,val}.json), or a folder holding one for --split")
     images = parser.add_mutually_exclusive_group(required=True)
     images.add_argument("--images", metavar="DIR",
                         help="folder with the split's images (e.g. training/image_2); each "
@@ -39,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asn.data.convert import convert
+    from asn.data.convert import convert, find_kins_file
 
     report = convert(
-        args.kins, args.out, args.split,
+        find_kins_file(args.kins, args.split), args.out, args.split,
         images_dir=None if args.no_image_check else args.images,
         strict=args.strict, category_ids=args.categories,
         inmodal_source=args.inmodal_source, workers=args.workers,

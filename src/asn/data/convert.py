@@ -18,7 +18,6 @@ instead. The 2019 release ships the inmodal RLE, which is used as it is.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -269,5 +268,22 @@ def _split_chunks(items: list, n: int) -> list[list]:
     return out
 
 
-def default_workers() -> int:
-    return min(2, os.cpu_count() or 1)
+# Split name -> the file names both releases use for it (KINS 2019 calls its test split "val").
+RELEASE_FILE_NAMES = {
+    "train": ("update_train_2020.json", "instances_train.json"),
+    "test": ("update_test_2020.json", "instances_val.json"),
+}
+
+
+def find_kins_file(path: str | Path, split: str) -> Path:
+    """A KINS file given directly, or the one file of ``split`` inside a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    names = RELEASE_FILE_NAMES.get(split, (f"update_{split}_2020.json", f"instances_{split}.json"))
+    found = [path / n for n in names if (path / n).is_file()]
+    if len(found) != 1:
+        what = "none" if not found else " and ".join(p.name for p in found)
+        raise InputError(path, f"expected exactly one of {', '.join(names)} for split "
+                         f"{split!r}, found {what}")
+    return found[0]
