@@ -214,3 +214,21 @@ def test_kins_folder_is_searched_by_split(kins_dir):
     assert find_kins_file(kins_dir, "train").name == "update_train_2020.json"
     with pytest.raises(InputError, match="found none"):
         find_kins_file(kins_dir, "test")
+
+
+def test_params_file_sets_defaults_and_flags_win(kins_dir, capsys):
+    params = kins_dir / "params.yaml"
+    params.write_text("convert:\n  strict: true\n  inmodal_source: order\n"
+                      "  categories: [4, 7]\n  workers: 1\n")
+    args = ["convert", "--params", str(params), "--kins", str(kins_dir / "update_train_2020.json"),
+            "--images", str(kins_dir / "image_2"), "--out", str(kins_dir / "out"),
+            "--split", "train"]
+    assert main(args) == 0
+    report = json.loads((kins_dir / "out" / "train_report.json").read_text())
+    assert report["excluded_categories"] == {"2": 1}
+    assert main(args + ["--categories", "2", "4", "7"]) == 0
+    report = json.loads((kins_dir / "out" / "train_report.json").read_text())
+    assert report["excluded_categories"] == {}
+    params.write_text("convert:\n  strictness: 1\n")
+    assert main(args) == 2
+    assert "unknown keys ['strictness']" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from asn.data import kins
@@ -146,3 +147,34 @@ def test_bad_image_entries(tmp_path):
     result = kins.read_kins(_write(tmp_path, data))
     assert result.counts("dropped") == {"bad_image_size": 1, "duplicate_image_id": 1}
     assert sorted(result.images) == [1, 2]
+
+
+def test_nan_box_is_repaired(tmp_path):
+    data = kins2020()
+    _ann(data, 1)["i_bbox"] = [float("nan"), 1.0, 2.0, 3.0]
+    path = tmp_path / "update_train_2020.json"
+    path.write_text(json.dumps(data))  # the standard library writes a NaN literal
+    result = kins.read_kins(path)
+    assert result.counts("repaired") == {"nan_bbox": 1}
+    assert len(result.instances) == 3
+
+
+def test_fast_polygon_screen_agrees_with_slow_checks():
+    """Every polygon the vectorized screen passes must also pass the exact per-value checks."""
+    rng = np.random.default_rng(0)
+    entries, sizes = [], []
+    for _ in range(300):
+        n = int(rng.integers(2, 8))
+        poly = rng.uniform(-30, 130, size=2 * n).round(2).tolist()
+        if rng.random() < 0.1:
+            poly = poly[:-1]
+        if rng.random() < 0.05:
+            poly[0] = float("nan")
+        entries.append([poly])
+        sizes.append((100, 60))
+    codes = kins._polygon_codes(entries, sizes)
+    img = kins.Image(1, "x.png", 100, 60)
+    for entry, code in zip(entries, codes):
+        chk = kins._Checker("x.json", strict=False)
+        kins._check_polygons(entry, "a_segm", img, 1, chk)
+        assert (code == kins._OK) == (not chk.problems)

@@ -44,43 +44,38 @@ def string_to_counts(counts: str | bytes) -> np.ndarray:
 
 def counts_to_rle(counts: Sequence[int] | np.ndarray, height: int, width: int) -> dict:
     """Run lengths -> compressed COCO RLE dict (``counts`` as an ASCII str)."""
-    rle = mask_utils.frPyObjects(
-        {"size": [height, width], "counts": [int(v) for v in counts]}, height, width
-    )
+    if isinstance(counts, np.ndarray):
+        counts = counts.tolist()
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
-def _boundaries(counts: np.ndarray) -> np.ndarray:
-    """Run lengths -> sorted positions where the value flips (first flip is 0 -> 1)."""
-    return np.cumsum(counts)[:-1] if len(counts) else np.zeros(0, np.int64)
-
-
-def _inside(bounds: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Is each position covered by the RLE whose flip positions are ``bounds``?"""
-    return (np.searchsorted(bounds, positions, side="right") % 2) == 1
+def complement(rle: dict) -> dict:
+    """The pixels NOT in ``rle`` (compressed RLE in, compressed RLE out)."""
+    height, width = rle["size"]
+    counts = string_to_counts(rle["counts"])
+    # Runs alternate 0s, 1s, ... starting with 0s: complementing shifts the parity by one.
+    if len(counts) and counts[0] == 0:
+        flipped = counts[1:]
+    else:
+        flipped = np.concatenate([[0], counts])
+    return counts_to_rle(flipped, height, width)
 
 
 def difference(rle: dict, subtract: Sequence[dict]) -> dict:
     """``rle`` minus the union of ``subtract`` (all compressed RLEs of the same size).
 
     Returns a compressed RLE dict. Exact: equals decode(rle) & ~decode(union(subtract)).
+    pycocotools has union and intersection in C; the complement is a parity shift of the run
+    lengths, so only the union of ``subtract`` is decoded to run lengths, never to pixels.
     """
     height, width = rle["size"]
     if not subtract:
         return {"size": [height, width], "counts": _as_str(rle["counts"])}
-    keep = _boundaries(string_to_counts(rle["counts"]))
-    cut = [_boundaries(string_to_counts(r["counts"])) for r in subtract]
-    # Elementary segments between every flip of any mask; each is constant in all masks.
-    edges = np.unique(np.concatenate([[0, height * width], keep, *cut]))
-    starts = edges[:-1]
-    on = _inside(keep, starts)
-    for bounds in cut:
-        on &= ~_inside(bounds, starts)
-    # Run lengths of the result: flips happen where `on` changes value.
-    flip = np.flatnonzero(np.diff(np.concatenate([[False], on, [False]]).astype(np.int8)))
-    positions = np.concatenate([[0], edges[flip], [height * width]]) if len(flip) else np.array(
-        [0, height * width])
-    return counts_to_rle(np.diff(positions), height, width)
+    cut = subtract[0] if len(subtract) == 1 else mask_utils.merge(
+        [_coco(r) for r in subtract], intersect=False)
+    keep = mask_utils.merge([_coco(rle), _coco(complement(cut))], intersect=True)
+    return {"size": [height, width], "counts": _as_str(keep["counts"])}
 
 
 def _as_str(counts: str | bytes | list) -> str:
