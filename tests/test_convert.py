@@ -232,3 +232,29 @@ def test_params_file_sets_defaults_and_flags_win(kins_dir, capsys):
     params.write_text("convert:\n  strictness: 1\n")
     assert main(args) == 2
     assert "unknown keys ['strictness']" in capsys.readouterr().err
+
+
+def test_converted_synthetic_world_equals_rendered_masks(tmp_path):
+    """The issue's check: converted inmodal masks equal the synthetic visible masks."""
+    from asn.data.synthetic import image_seed, render_scene, synthesize
+
+    synthesize(tmp_path / "raw", n_train=4, n_test=0, seed=5, workers=1, progress=False)
+    convert(tmp_path / "raw" / "update_train_2020.json", tmp_path / "norm", "train",
+            tmp_path / "raw" / "training" / "image_2", strict=True,
+            category_ids=(1, 2, 3, 4, 5, 6, 7, 8), workers=1)
+    amodal = COCO(str(tmp_path / "norm" / "train_amodal.json"))
+    inmodal = COCO(str(tmp_path / "norm" / "train_inmodal.json"))
+    checked = 0
+    for img in amodal.loadImgs(amodal.getImgIds()):
+        index = int(img["file_name"].split(".")[0])
+        scene = render_scene(image_seed(5, "train", index), img["width"], img["height"])
+        ann_ids = sorted(amodal.getAnnIds(imgIds=img["id"]))
+        assert len(ann_ids) == len(scene.instances)
+        for aid, inst in zip(ann_ids, scene.instances):
+            a, i = amodal.loadAnns(aid)[0], inmodal.loadAnns(aid)[0]
+            assert a["category_id"] == inst.category_id
+            assert (a["oco_id"], a["ico_id"]) == (inst.oco_id, inst.ico_id)
+            assert np.array_equal(amodal.annToMask(a).astype(bool), inst.amodal_mask)
+            assert np.array_equal(inmodal.annToMask(i).astype(bool), inst.inmodal_mask)
+            checked += 1
+    assert checked > 20
