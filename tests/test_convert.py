@@ -186,7 +186,10 @@ def test_rle_transformation_equals_dense(seed=7):
             assert np.array_equal(rle_ops.decode(got[i]), expected)
 
 
-def test_parallel_equals_serial(tmp_path):
+def test_parallel_equals_serial(tmp_path, monkeypatch):
+    import asn.data.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "PARALLEL_MIN_INSTANCES", 0)
     rng = np.random.default_rng(3)
     images, anns = [], []
     for k in range(80):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -90,41 +91,59 @@ def _round(box: Iterable[float]) -> list[float]:
     return [round(float(v), 2) for v in box]
 
 
-def _convert_chunk(args) -> tuple[list, list, list]:
-    """Worker: masks, areas and boxes for a list of (image, instances)."""
-    items, inmodal_source = args
-    amodal_out, inmodal_out, problems = [], [], []
-    for img, instances in items:
+# Below this many instances, starting worker processes costs more than it saves.
+PARALLEL_MIN_INSTANCES = 2000
+# Items of the conversion in progress: forked workers inherit them instead of unpickling
+# ~100 MB of polygons; they send back only areas, boxes and inmodal RLE strings.
+_ITEMS: list[tuple[Image, list[Instance]]] = []
+
+
+def _masks_of_range(job: tuple[int, int, str]) -> list[tuple]:
+    """Worker: per instance of items[start:stop], (area_a, area_i, box_a, box_i, inmodal RLE)."""
+    start, stop, inmodal_source = job
+    out = []
+    for img, instances in _ITEMS[start:stop]:
         masks = _image_masks(img, instances, inmodal_source)
-        if not masks:
-            continue
         a_rles = [m[0] for m in masks]
         i_rles = [m[1] for m in masks]
-        a_area, i_area = rle_ops.area(a_rles), rle_ops.area(i_rles)
-        a_box, i_box = rle_ops.bbox(a_rles), rle_ops.bbox(i_rles)
-        for k, inst in enumerate(instances):
-            if a_area[k] == 0:
+        a_area, i_area = rle_ops.area(a_rles).tolist(), rle_ops.area(i_rles).tolist()
+        a_box, i_box = rle_ops.bbox(a_rles).tolist(), rle_ops.bbox(i_rles).tolist()
+        out.extend(zip(a_area, i_area, a_box, i_box, i_rles))
+    return out
+
+
+def _annotations(
+    items: list[tuple[Image, list[Instance]]], masks: list[tuple]
+) -> tuple[list[dict], list[dict], list[tuple]]:
+    """Assemble the amodal and inmodal annotation lists; empty masks become problems."""
+    amodal_out, inmodal_out, problems = [], [], []
+    k = 0
+    for img, instances in items:
+        for inst in instances:
+            a_area, i_area, a_box, i_box, i_rle = masks[k]
+            k += 1
+            if a_area == 0:
                 problems.append(("empty_amodal", "amodal mask is empty (degenerate polygons)",
                                  img.id, inst.id))
                 continue
-            if i_area[k] == 0:
+            if i_area == 0:
                 problems.append(("empty_inmodal", "inmodal mask is empty (fully occluded)",
                                  img.id, inst.id))
                 continue
-            ratio = 1.0 - float(i_area[k]) / float(a_area[k])
+            a_box, i_box = _round(a_box), _round(i_box)
             extra = {
                 "iscrowd": inst.iscrowd,
-                "amodal_bbox": _round(a_box[k]),
-                "inmodal_bbox": _round(i_box[k]),
-                "occlusion_ratio": ratio,
+                "amodal_bbox": a_box,
+                "inmodal_bbox": i_box,
+                "occlusion_ratio": 1.0 - i_area / a_area,
                 "oco_id": inst.oco_id,
                 "ico_id": inst.ico_id,
             }
             base = {"id": inst.id, "image_id": img.id, "category_id": inst.category_id}
-            amodal_out.append({**base, "segmentation": [_round(p) for p in inst.amodal_polygons],
-                               "bbox": _round(a_box[k]), "area": float(a_area[k]), **extra})
-            inmodal_out.append({**base, "segmentation": i_rles[k], "bbox": _round(i_box[k]),
-                                "area": float(i_area[k]), **extra})
+            amodal_out.append({**base, "segmentation": inst.amodal_polygons, "bbox": a_box,
+                               "area": float(a_area), **extra})
+            inmodal_out.append({**base, "segmentation": i_rle, "bbox": i_box,
+                                "area": float(i_area), **extra})
     return amodal_out, inmodal_out, problems
 
 
@@ -199,19 +218,10 @@ def convert(
     items = [(kins.images[iid], by_image[iid]) for iid in sorted(by_image)]
     t_read = time.perf_counter() - t0
 
-    chunks = _split_chunks(items, max(1, workers) * 4)
-    jobs = [(chunk, inmodal_source) for chunk in chunks]
-    if workers > 1 and len(items) > 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_convert_chunk, jobs))
-    else:
-        results = [_convert_chunk(job) for job in jobs]
-    amodal_anns, inmodal_anns = [], []
-    for a, i, probs in results:
-        amodal_anns += a
-        inmodal_anns += i
-        for kind, reason, iid, aid in probs:
-            kins.problems.append(Problem(str(kins.path), reason, iid, aid, "dropped", kind))
+    masks = _compute_masks(items, inmodal_source, workers)
+    amodal_anns, inmodal_anns, probs = _annotations(items, masks)
+    for kind, reason, iid, aid in probs:
+        kins.problems.append(Problem(str(kins.path), reason, iid, aid, "dropped", kind))
     if strict:
         bad = [p for p in kins.problems if p.kind in ("empty_amodal", "empty_inmodal")]
         if bad:
@@ -251,21 +261,28 @@ def convert(
     return report
 
 
-def _split_chunks(items: list, n: int) -> list[list]:
-    """Split items into at most n contiguous chunks of similar instance counts."""
-    if not items:
-        return []
+def _compute_masks(items: list, inmodal_source: str, workers: int) -> list[tuple]:
+    """Masks of every instance of ``items``, in order; forked processes when it pays off."""
+    global _ITEMS
+    _ITEMS = items
+    try:
+        n_instances = sum(len(x[1]) for x in items)
+        if workers <= 1 or n_instances < PARALLEL_MIN_INSTANCES or "fork" not in mp.get_all_start_methods():
+            return _masks_of_range((0, len(items), inmodal_source))
+        jobs = [(a, b, inmodal_source) for a, b in _chunk_bounds(items, workers * 4)]
+        # fork: the workers see _ITEMS without pickling (torch, if imported, is not used here).
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            return [m for chunk in pool.map(_masks_of_range, jobs) for m in chunk]
+    finally:
+        _ITEMS = []
+
+
+def _chunk_bounds(items: list, n: int) -> list[tuple[int, int]]:
+    """(start, stop) of at most n contiguous chunks of items with similar instance counts."""
     weights = np.cumsum([len(x[1]) for x in items])
-    bounds = np.searchsorted(weights, np.linspace(0, weights[-1], n + 1)[1:-1])
-    out, start = [], 0
-    for b in list(bounds) + [len(items)]:
-        b = max(int(b), start)
-        if b > start:
-            out.append(items[start:b])
-            start = b
-    if start < len(items):
-        out.append(items[start:])
-    return out
+    cuts = np.searchsorted(weights, np.linspace(0, weights[-1], n + 1)[1:-1]).tolist()
+    bounds = sorted(set([0, *cuts, len(items)]))
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 # Split name -> the file names both releases use for it (KINS 2019 calls its test split "val").
