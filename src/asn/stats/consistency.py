@@ -1,0 +1,215 @@
+"""Table 3: annotator consistency, the mean mask IoU between annotation sets of the same images.
+
+Given k COCO files over the same images whose annotations share ids (one file per annotator),
+entry (a, b) of the matrix is the mean over all annotation ids of IoU(mask_a, mask_b), masks
+rasterised with pycocotools. The majority-vote set keeps, per annotation id, the pixels that
+more than half of the k annotators marked (k = 2: both); its row holds each annotator's mean
+IoU with it. Segmentations may be polygons or RLE dicts; an annotation with no valid polygon
+is an empty mask (its IoU with an empty mask counts as 1, with a non-empty one as 0).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from asn.errors import InputError
+from asn.io import read_json
+from asn.stats.clusters import polygons_to_rles
+
+
+def _load_set(path: Path) -> tuple[dict, dict[int, dict], dict[int, dict]]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise InputError(path, "expected a COCO file with 'images' and 'annotations' lists")
+    images = {}
+    for im in data["images"]:
+        if not isinstance(im, dict) or not {"id", "width", "height"} <= im.keys():
+            raise InputError(path, "image entry needs id, width and height", f"image {im.get('id') if isinstance(im, dict) else im}")
+        images[im["id"]] = im
+    annotations = {}
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or "id" not in ann or "image_id" not in ann or "segmentation" not in ann:
+            raise InputError(path, "annotation needs id, image_id and segmentation", "annotation")
+        if ann["id"] in annotations:
+            raise InputError(path, "duplicate annotation id", f"annotation {ann['id']}")
+        if ann["image_id"] not in images:
+            raise InputError(path, f"image_id {ann['image_id']} is not in images", f"annotation {ann['id']}")
+        annotations[ann["id"]] = ann
+    return data, images, annotations
+
+
+def load_annotation_sets(
+    paths: Sequence[str | os.PathLike], images_limit: int | None = None
+) -> tuple[list[Path], dict, dict[int, dict], list[dict[int, dict]]]:
+    """Load k annotation sets and check they cover the same images and annotation ids.
+
+    Returns:
+        ``(paths, first_file_data, images, annotations_per_set)`` with images restricted to the
+        first ``images_limit`` image ids (sorted) when given.
+    Raises:
+        InputError naming the file and the image or annotation id that does not match.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(paths[0] if paths else "consistency", "need at least two annotation files")
+    loaded = [_load_set(p) for p in paths]
+    first_data, first_images, first_annotations = loaded[0]
+    for path, (_, images, annotations) in zip(paths[1:], loaded[1:]):
+        if set(images) != set(first_images):
+            extra = sorted(set(images) - set(first_images))
+            missing = sorted(set(first_images) - set(images))
+            if missing:
+                raise InputError(path, f"image id {missing[0]} of {paths[0].name} is missing "
+                                 f"({len(missing)} missing): the files cover different images", f"image {missing[0]}")
+            raise InputError(path, f"image id {extra[0]} is not in {paths[0].name} "
+                             f"({len(extra)} extra): the files cover different images", f"image {extra[0]}")
+        missing = sorted(set(first_annotations) - set(annotations))
+        if missing:
+            raise InputError(path, f"annotation id {missing[0]} of {paths[0].name} is missing "
+                             f"({len(missing)} missing)", f"annotation {missing[0]}")
+        extra = sorted(set(annotations) - set(first_annotations))
+        if extra:
+            raise InputError(path, f"annotation id {extra[0]} is not in {paths[0].name} "
+                             f"({len(extra)} extra)", f"annotation {extra[0]}")
+        for ann_id, ann in annotations.items():
+            if ann["image_id"] != first_annotations[ann_id]["image_id"]:
+                raise InputError(path, f"image_id {ann['image_id']} differs from {paths[0].name} "
+                                 f"({first_annotations[ann_id]['image_id']})", f"annotation {ann_id}")
+    image_ids = sorted(first_images)
+    if images_limit is not None:
+        image_ids = image_ids[: max(images_limit, 0)]
+    images = {i: first_images[i] for i in image_ids}
+    return paths, first_data, images, [a for _, _, a in loaded]
+
+
+def _segment_rles(segmentations: list[Any], height: int, width: int) -> list[dict]:
+    """RLE per segmentation (polygons or RLE dict); an empty mask where there is nothing."""
+    rles: list[dict | None] = [None] * len(segmentations)
+    polygon_index = [i for i, s in enumerate(segmentations) if isinstance(s, list)]
+    polygon_rles = polygons_to_rles([segmentations[i] for i in polygon_index], height, width)
+    for i, rle in zip(polygon_index, polygon_rles):
+        rles[i] = rle
+    for i, s in enumerate(segmentations):
+        if isinstance(s, dict):
+            rles[i] = mask_utils.frPyObjects(s, height, width) if isinstance(s.get("counts"), list) else s
+    empty = None
+    for i, rle in enumerate(rles):
+        if rle is None:
+            if empty is None:
+                empty = mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0]
+            rles[i] = empty
+    return rles  # type: ignore[return-value]
+
+
+def _pair_iou(rles_a: list[dict], rles_b: list[dict]) -> np.ndarray:
+    """IoU of aligned mask pairs; two empty masks agree (IoU 1)."""
+    if not rles_a:
+        return np.zeros(0)
+    intersection = mask_utils.area([mask_utils.merge([a, b], intersect=True) for a, b in zip(rles_a, rles_b)])
+    area_a = mask_utils.area(rles_a).astype(np.float64)
+    area_b = mask_utils.area(rles_b).astype(np.float64)
+    union = area_a + area_b - intersection
+    return np.where(union > 0, intersection / np.where(union > 0, union, 1), 1.0)
+
+
+def consistency_statistics(
+    paths: Sequence[str | os.PathLike], images_limit: int | None = None
+) -> dict[str, Any]:
+    """Mean mask IoU matrix between annotation sets and the majority-vote set.
+
+    Returns:
+        dict with ``names`` (file stems), ``matrix`` [k][k] mean IoU, ``vs_majority`` [k],
+        ``n_images``, ``n_instances`` and ``majority`` (a COCO dict with RLE segmentations over
+        the used images).
+    """
+    paths, first_data, images, sets = load_annotation_sets(paths, images_limit)
+    k = len(sets)
+    by_image: dict[int, list[int]] = {}
+    for ann_id, ann in sets[0].items():
+        if ann["image_id"] in images:
+            by_image.setdefault(ann["image_id"], []).append(ann_id)
+    iou_sums = np.zeros((k, k))
+    majority_sums = np.zeros(k)
+    n_instances = 0
+    majority_annotations = []
+    for image_id in sorted(by_image):
+        ann_ids = sorted(by_image[image_id])
+        h, w = int(images[image_id]["height"]), int(images[image_id]["width"])
+        rles = [_segment_rles([s[i]["segmentation"] for i in ann_ids], h, w) for s in sets]
+        for a in range(k):
+            for b in range(a + 1, k):
+                total = float(_pair_iou(rles[a], rles[b]).sum())
+                iou_sums[a, b] += total
+                iou_sums[b, a] += total
+        # majority vote: decode the instance masks of every set once per image
+        votes = sum(mask_utils.decode(r).astype(np.uint16) for r in rles)
+        majority_masks = np.asfortranarray((votes * 2 > k).astype(np.uint8))
+        majority_rles = mask_utils.encode(majority_masks)
+        for a in range(k):
+            majority_sums[a] += float(_pair_iou(rles[a], list(majority_rles)).sum())
+        for ann_id, rle in zip(ann_ids, majority_rles):
+            source = sets[0][ann_id]
+            counts = rle["counts"]
+            majority_annotations.append({
+                "id": ann_id, "image_id": image_id, "category_id": source.get("category_id"),
+                "iscrowd": 0, "area": float(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "segmentation": {"size": [h, w], "counts": counts.decode() if isinstance(counts, bytes) else counts},
+            })
+        n_instances += len(ann_ids)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = iou_sums / n_instances if n_instances else np.full((k, k), np.nan)
+        vs_majority = majority_sums / n_instances if n_instances else np.full(k, np.nan)
+    if n_instances:
+        np.fill_diagonal(matrix, 1.0)
+    majority = {
+        "images": [images[i] for i in sorted(images)],
+        "annotations": majority_annotations,
+        "categories": first_data.get("categories", []),
+    }
+    return {
+        "names": [p.stem for p in paths],
+        "files": [str(p) for p in paths],
+        "matrix": matrix.tolist(),
+        "vs_majority": vs_majority.tolist(),
+        "n_images": len(images),
+        "n_instances": n_instances,
+        "majority": majority,
+    }
+
+
+def consistency_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Table 3 rows: one row per annotator (mean IoU with every other set and the majority)."""
+    names = result["names"]
+    columns = ["annotator", *names, "majority_vote"]
+    rows = [[name, *result["matrix"][a], result["vs_majority"][a]] for a, name in enumerate(names)]
+    return columns, rows
+
+
+def write_consistency_outputs(
+    out_dir: str | os.PathLike, result: dict[str, Any], source: str, command: str
+) -> list[Path]:
+    """table3.md / .csv / .json and majority_vote.json under ``out_dir`` (atomic writes)."""
+    from asn.io import write_json_atomic, write_text_atomic
+    from asn.stats.tables import csv_table, markdown_table
+
+    out_dir = Path(out_dir)
+    columns, rows = consistency_table(result)
+    notes = [
+        "Entry (row, column) = mean over annotation ids of the mask IoU between the two sets.",
+        "majority_vote = per annotation id, pixels marked by more than half of the sets.",
+        f"{result['n_images']} images, {result['n_instances']} instances per set.",
+    ]
+    written = [
+        write_text_atomic(out_dir / "table3.md", markdown_table("Table 3: annotator consistency (mean mask IoU)",
+                                                                columns, rows, source, command, notes)),
+        write_text_atomic(out_dir / "table3.csv", csv_table(columns, rows)),
+        write_json_atomic(out_dir / "table3.json", {k: v for k, v in result.items() if k != "majority"} | {"source": source}, indent=True),
+        write_json_atomic(out_dir / "majority_vote.json", result["majority"]),
+    ]
+    return written
