@@ -15,31 +15,60 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 
-def string_to_counts(counts: str | bytes) -> np.ndarray:
-    """Decode a compressed COCO RLE counts string into run lengths (int64, shape (R,)).
+def decode_counts(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode compressed RLE counts strings into run lengths.
 
-    Inverse of pycocotools' ``rleToString`` (LEB128-like, 5 bits per char, sign bit 0x10,
-    continuation bit 0x20, and from the 4th value on a delta to the value two places back).
+    Args:
+        counts: n compressed strings (the ``counts`` of COCO RLE dicts).
+    Returns:
+        ``(runs, offsets)``: runs int64 [total] (all runs concatenated, each RLE starting with
+        a background run as in COCO) and offsets int64 [n+1]; RLE i is
+        ``runs[offsets[i]:offsets[i+1]]``.
     """
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if not counts:
-        return np.zeros(0, np.int64)
-    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
-    last = (c & 0x20) == 0  # a char without the continuation bit ends a value
-    ends = np.flatnonzero(last)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    group = np.repeat(np.arange(len(ends)), ends - starts + 1)
-    shift = 5 * (np.arange(len(c)) - starts[group])
-    values = np.add.reduceat((c & 0x1F) << shift, starts)
-    negative = (c[ends] & 0x10) != 0
-    values[negative] |= -1 << (shift[ends[negative]] + 5)
-    # Deltas: value m (m > 2) is stored relative to value m - 2.
-    values[3::2] = np.cumsum(values[1::2])[1:]
-    values[4::2] = np.cumsum(values[2::2])[1:]
-    return values
+    n = len(counts)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    encoded = [c.encode("ascii") if isinstance(c, str) else bytes(c) for c in counts]
+    char_ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, n))
+    chars = np.frombuffer(b"".join(encoded), np.uint8) - np.uint8(48)
+    if chars.size == 0:
+        return np.zeros(0, np.int64), np.zeros(n + 1, np.int64)
+    # A value ends at the first character without the continuation bit 0x20.
+    value_ends = np.flatnonzero((chars & 0x20) == 0)
+    value_starts = np.empty_like(value_ends)
+    value_starts[0] = 0
+    value_starts[1:] = value_ends[:-1] + 1
+    # Most values fit in one character: only the continuation characters need shifting.
+    values = (chars[value_starts] & 0x1F).astype(np.int64)
+    n_chars = value_ends - value_starts + 1
+    for k in range(1, int(n_chars.max())):
+        longer = n_chars > k
+        values[longer] |= (chars[value_starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
+    negative = (chars[value_ends] & 0x10) != 0
+    values[negative] |= np.left_shift(np.int64(-1), 5 * n_chars[negative])
+    # Values per RLE: a string always ends on a value end.
+    offsets = np.zeros(n + 1, np.int64)
+    offsets[1:] = np.searchsorted(value_ends, char_ends - 1, side="right")
+    # Delta coding: for local index m > 2, run[m] = value[m] + run[m - 2], i.e. each parity
+    # chain (m = 1, 3, 5, ... and m = 2, 4, 6, ...) is a cumulative sum from its chain start.
+    # With C = cumulative sums over every other global position, run[g] = C[g] - C[s] + value[s]
+    # for the chain start s of g (valid for every m >= 1; m = 0 stays as it is).
+    rle_of_value = np.repeat(np.arange(n), np.diff(offsets))
+    local = np.arange(values.size, dtype=np.int64) - offsets[rle_of_value]
+    stride_sums = np.empty_like(values)
+    stride_sums[0::2] = np.cumsum(values[0::2])
+    stride_sums[1::2] = np.cumsum(values[1::2])
+    chained = np.flatnonzero(local >= 1)
+    chain_start = offsets[rle_of_value[chained]] + 2 - (local[chained] & 1)
+    runs = values.copy()
+    runs[chained] = stride_sums[chained] - stride_sums[chain_start] + values[chain_start]
+    return runs, offsets
+
+
+def string_to_counts(counts: str | bytes) -> np.ndarray:
+    """Decode one compressed COCO RLE counts string into run lengths (int64, shape (R,))."""
+    runs, _ = decode_counts([counts])
+    return runs
 
 
 def counts_to_rle(counts: Sequence[int] | np.ndarray, height: int, width: int) -> dict:

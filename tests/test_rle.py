@@ -1,0 +1,38 @@
+"""RLE helpers: decoding the compressed counts string, complement and difference are exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asn.data import rle as rle_ops
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (375, 1242)])
+def test_decode_and_set_operations_match_dense(shape):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        masks = []
+        for k in range(3):
+            m = np.zeros(shape, bool)
+            y, x = rng.integers(0, shape[0] // 2), rng.integers(0, shape[1] // 2)
+            m[y:y + rng.integers(1, shape[0]), x:x + rng.integers(1, shape[1])] = True
+            masks.append(m & (rng.random(shape) < rng.choice([0.3, 1.0])))
+        rles = [rle_ops.encode(m) for m in masks]
+        for r, m in zip(rles, masks):
+            counts = rle_ops.string_to_counts(r["counts"])
+            assert counts.sum() == m.size
+            assert rle_ops.counts_to_rle(counts, *shape)["counts"] == r["counts"]
+            assert np.array_equal(rle_ops.decode(rle_ops.complement(r)), ~m)
+        got = rle_ops.difference(rles[0], rles[1:])
+        assert np.array_equal(rle_ops.decode(got), masks[0] & ~masks[1] & ~masks[2])
+        assert rle_ops.area([got])[0] == (masks[0] & ~masks[1] & ~masks[2]).sum()
+
+
+def test_empty_and_full_masks():
+    empty, full = rle_ops.encode(np.zeros((4, 5), bool)), rle_ops.encode(np.ones((4, 5), bool))
+    assert not rle_ops.decode(rle_ops.difference(empty, [full])).any()
+    assert rle_ops.decode(rle_ops.difference(full, [empty])).all()
+    assert not rle_ops.decode(rle_ops.difference(full, [full])).any()
+    assert rle_ops.decode(rle_ops.difference(full, [])).all()
+    assert len(rle_ops.area([])) == 0 and rle_ops.bbox([]).shape == (0, 4)
