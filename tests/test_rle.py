@@ -36,3 +36,15 @@ def test_empty_and_full_masks():
     assert not rle_ops.decode(rle_ops.difference(full, [full])).any()
     assert rle_ops.decode(rle_ops.difference(full, [])).all()
     assert len(rle_ops.area([])) == 0 and rle_ops.bbox([]).shape == (0, 4)
+
+
+def test_batched_rasterization_equals_one_by_one():
+    from pycocotools import mask as mask_utils
+
+    objects = [[[1.0, 1.0, 9.0, 1.0, 5.0, 7.0]], [], [[0, 0, 4, 0, 4, 4], [6, 6, 9, 6, 9, 9]]]
+    rles = rle_ops.polygons_to_rles(objects, 10, 12)
+    assert not rle_ops.decode(rles[1]).any()
+    for polys, rle in zip(objects, rles):
+        if polys:
+            dense = mask_utils.decode(mask_utils.frPyObjects(polys, 10, 12)).any(axis=2)
+            assert np.array_equal(rle_ops.decode(rle), dense)

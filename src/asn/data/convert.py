@@ -43,13 +43,12 @@ def _image_masks(
 ) -> list[tuple[dict, dict]]:
     """Amodal and inmodal compressed RLEs of one image's instances (same order)."""
     h, w = img.height, img.width
-    amodal = [rle_ops.polygons_to_rle(inst.amodal_polygons, h, w) for inst in instances]
+    amodal = rle_ops.polygons_to_rles([inst.amodal_polygons for inst in instances], h, w)
     if instances and instances[0].inmodal_rle is not None:  # 2019 release
         inmodal = [rle_ops.normalize_rle(inst.inmodal_rle) for inst in instances]
     elif inmodal_source == "polygons":
-        inmodal = [rle_ops.polygons_to_rle(inst.inmodal_polygons, h, w)
-                   if inst.inmodal_polygons else rle_ops.counts_to_rle([h * w], h, w)
-                   for inst in instances]
+        inmodal = rle_ops.polygons_to_rles([inst.inmodal_polygons or [] for inst in instances],
+                                           h, w)
     else:
         inmodal = inmodal_from_order(amodal, [i.oco_id for i in instances],
                                      [i.ico_id for i in instances])
@@ -71,18 +70,22 @@ def inmodal_from_order(
         if oco:
             clusters[oco].append(i)
     out = list(amodal)
-    boxes = rle_ops.bbox(amodal) if len(amodal) else np.zeros((0, 4))
+    boxes = rle_ops.bbox(amodal).tolist() if len(amodal) else []
+    occluded, pairs = [], []
     for members in clusters.values():
         for i in members:
             # Only members whose boxes touch i can cut into it; skipping the rest is exact.
             front = [amodal[j] for j in members if ico_ids[j] < ico_ids[i]
                      and _boxes_touch(boxes[i], boxes[j])]
             if front:
-                out[i] = rle_ops.difference(amodal[i], front)
+                occluded.append(i)
+                pairs.append((amodal[i], front))
+    for i, rle in zip(occluded, rle_ops.difference_many(pairs)):
+        out[i] = rle
     return out
 
 
-def _boxes_touch(a: np.ndarray, b: np.ndarray) -> bool:
+def _boxes_touch(a: Sequence[float], b: Sequence[float]) -> bool:
     return (a[0] < b[0] + b[2] and b[0] < a[0] + a[2]
             and a[1] < b[1] + b[3] and b[1] < a[1] + a[3])
 

@@ -79,47 +79,84 @@ def counts_to_rle(counts: Sequence[int] | np.ndarray, height: int, width: int) -
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
+def complement_many(rles: Sequence[dict]) -> list[dict]:
+    """The pixels NOT in each RLE (compressed in, compressed out); one batched decode."""
+    if not rles:
+        return []
+    runs, offsets = decode_counts([r["counts"] for r in rles])
+    out = []
+    for k, rle in enumerate(rles):
+        height, width = rle["size"]
+        counts = runs[offsets[k]:offsets[k + 1]].tolist()
+        # Runs alternate 0s, 1s, ... starting with 0s: complementing shifts the parity by one.
+        flipped = counts[1:] if counts and counts[0] == 0 else [0, *counts]
+        out.append(counts_to_rle(flipped, height, width))
+    return out
+
+
 def complement(rle: dict) -> dict:
     """The pixels NOT in ``rle`` (compressed RLE in, compressed RLE out)."""
-    height, width = rle["size"]
-    counts = string_to_counts(rle["counts"])
-    # Runs alternate 0s, 1s, ... starting with 0s: complementing shifts the parity by one.
-    if len(counts) and counts[0] == 0:
-        flipped = counts[1:]
-    else:
-        flipped = np.concatenate([[0], counts])
-    return counts_to_rle(flipped, height, width)
+    return complement_many([rle])[0]
+
+
+def difference_many(pairs: Sequence[tuple[dict, Sequence[dict]]]) -> list[dict]:
+    """For each ``(rle, subtract)``: ``rle`` minus the union of ``subtract``.
+
+    All RLEs compressed and of one size per pair; returns compressed RLE dicts. Exact: equals
+    decode(rle) & ~decode(union(subtract)). pycocotools has union and intersection in C; the
+    complement is a parity shift of the run lengths, so only the unions are decoded to run
+    lengths (all at once), never to pixels.
+    """
+    cuts = [sub[0] if len(sub) == 1 else mask_utils.merge([_coco(r) for r in sub])
+            for _, sub in pairs if sub]
+    complements = iter(complement_many([{"size": c["size"], "counts": c["counts"]}
+                                        for c in cuts]))
+    out = []
+    for rle, sub in pairs:
+        height, width = rle["size"]
+        if sub:
+            keep = mask_utils.merge([_coco(rle), _coco(next(complements))], intersect=True)
+            out.append({"size": [height, width], "counts": _as_str(keep["counts"])})
+        else:
+            out.append({"size": [height, width], "counts": _as_str(rle["counts"])})
+    return out
 
 
 def difference(rle: dict, subtract: Sequence[dict]) -> dict:
-    """``rle`` minus the union of ``subtract`` (all compressed RLEs of the same size).
-
-    Returns a compressed RLE dict. Exact: equals decode(rle) & ~decode(union(subtract)).
-    pycocotools has union and intersection in C; the complement is a parity shift of the run
-    lengths, so only the union of ``subtract`` is decoded to run lengths, never to pixels.
-    """
-    height, width = rle["size"]
-    if not subtract:
-        return {"size": [height, width], "counts": _as_str(rle["counts"])}
-    cut = subtract[0] if len(subtract) == 1 else mask_utils.merge(
-        [_coco(r) for r in subtract], intersect=False)
-    keep = mask_utils.merge([_coco(rle), _coco(complement(cut))], intersect=True)
-    return {"size": [height, width], "counts": _as_str(keep["counts"])}
+    """``rle`` minus the union of ``subtract`` (see :func:`difference_many`)."""
+    return difference_many([(rle, subtract)])[0]
 
 
 def _as_str(counts: str | bytes | list) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
 
 
-def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
-    """COCO polygons (one object, possibly several parts) -> one compressed RLE dict.
+def polygons_to_rles(objects: Sequence[list[list[float]]], height: int, width: int) -> list[dict]:
+    """COCO polygons of several objects (each possibly several parts) -> one RLE per object.
 
     This is THE rasterization of the project: the synthetic world defines its masks with it,
-    so converted ground truth matches the generator bit for bit.
+    so converted ground truth matches the generator bit for bit. One pycocotools call
+    rasterizes every part of every object; multi-part objects are then merged.
     """
-    parts = mask_utils.frPyObjects(polygons, height, width)
-    rle = parts[0] if len(parts) == 1 else mask_utils.merge(parts)
-    return {"size": [height, width], "counts": _as_str(rle["counts"])}
+    parts = [poly for polys in objects for poly in polys]
+    rles = mask_utils.frPyObjects(parts, height, width) if parts else []
+    out, k = [], 0
+    for polys in objects:
+        n = len(polys)
+        if n == 1:
+            rle = rles[k]
+        elif n == 0:
+            rle = {"counts": counts_to_rle([height * width], height, width)["counts"]}
+        else:
+            rle = mask_utils.merge(rles[k:k + n])
+        k += n
+        out.append({"size": [height, width], "counts": _as_str(rle["counts"])})
+    return out
+
+
+def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
+    """COCO polygons of one object (possibly several parts) -> one compressed RLE dict."""
+    return polygons_to_rles([polygons], height, width)[0]
 
 
 def normalize_rle(rle: dict) -> dict:
