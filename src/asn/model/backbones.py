@@ -1,0 +1,113 @@
+"""Backbones: torchvision ResNet bodies with torchvision's FPN, no downloads.
+
+``BACKBONES`` maps a name to the ResNet body, the FPN width and the size preset the builder
+uses by default (each value can still be overridden): ``resnet50_fpn`` is the paper's,
+``resnet18_fpn`` a full-width lighter one, ``resnet18_fpn_small`` the smoke (CPU) profile from
+NOTES.md: ResNet-18 body + 64-channel FPN + 64-channel box / mask convs + 256-wide box FC,
+128 sampled RoIs, 300 RPN proposals, 128x416 images.
+
+ImageNet weights come only from a local file (``weights_path``), read with
+``torch.load(weights_only=True)``; with weights the batch norms are frozen and the first
+layers are not trained (torchvision's fine-tuning defaults), without them batch norm trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops import misc as misc_nn_ops
+
+from asn.errors import InputError
+
+_PAPER_SIZES: dict[str, Any] = dict(
+    min_size=800, max_size=1333, box_conv_channels=256, box_fc_dim=1024, mask_conv_channels=256,
+    rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
+    rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000,
+    box_batch_size_per_image=512,
+)
+
+BACKBONES: dict[str, dict[str, Any]] = {
+    "resnet50_fpn": dict(body="resnet50", fpn_channels=256, **_PAPER_SIZES),
+    "resnet18_fpn": dict(body="resnet18", fpn_channels=256, **_PAPER_SIZES),
+    "resnet18_fpn_small": dict(
+        body="resnet18", fpn_channels=64, min_size=128, max_size=416,
+        box_conv_channels=64, box_fc_dim=256, mask_conv_channels=64,
+        rpn_pre_nms_top_n_train=600, rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=300,
+        box_batch_size_per_image=128,
+    ),
+}
+
+_BODIES = {"resnet50": resnet50, "resnet18": resnet18}
+
+
+def load_body_weights(body: nn.Module, weights_path: str | Path) -> None:
+    """Load an ImageNet state dict (torchvision ResNet naming) into ``body``.
+
+    A classifier (``fc.*``) in the file is accepted and ignored; any other missing or
+    unexpected key raises :class:`asn.errors.InputError` naming the file.
+    """
+    path = Path(weights_path)
+    if not path.is_file():
+        raise InputError(path, "backbone weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt/unsafe file
+        raise InputError(path, f"cannot read backbone weights: {error}") from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(path, f"expected a state dict, got {type(state).__name__}")
+    try:
+        result = body.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise InputError(path, f"state dict does not fit the backbone: {error}") from error
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise InputError(
+            path, f"state dict does not fit the backbone: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def build_backbone(
+    name: str,
+    *,
+    fpn_channels: Optional[int] = None,
+    weights_path: str | Path | None = None,
+    trainable_layers: Optional[int] = None,
+) -> nn.Module:
+    """ResNet body + FPN with outputs '0'..'3' and 'pool' of ``fpn_channels`` channels."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {sorted(BACKBONES)}")
+    preset = BACKBONES[name]
+    pretrained = weights_path is not None
+    norm_layer = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    body = _BODIES[preset["body"]](weights=None, norm_layer=norm_layer)
+    if pretrained:
+        load_body_weights(body, weights_path)
+    if trainable_layers is None:
+        trainable_layers = 3 if pretrained else 5
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_backbone_layers must be in 0..5, got {trainable_layers}")
+    # same freezing rule as torchvision's _resnet_fpn_extractor, which fixes the FPN width at 256
+    layers_to_train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        layers_to_train.append("bn1")
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(layer) for layer in layers_to_train):
+            parameter.requires_grad_(False)
+    stage2_channels = body.inplanes // 8
+    return BackboneWithFPN(
+        body,
+        {f"layer{k}": str(v) for v, k in enumerate((1, 2, 3, 4))},
+        [stage2_channels * 2 ** (i - 1) for i in (1, 2, 3, 4)],
+        fpn_channels or preset["fpn_channels"],
+        extra_blocks=LastLevelMaxPool(),
+    )
