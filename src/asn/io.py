@@ -7,6 +7,7 @@ complete new one. Folders are published the same way (build in a temp folder, th
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -90,6 +91,23 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"invalid JSON: {exc}") from None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building large acyclic structures.
+
+    Parsing a KINS-scale file creates millions of lists and floats; each allocation burst
+    triggers full collections that find nothing (JSON has no reference cycles) and cost more
+    than the parse itself (0.7 s instead of 1.7 s for 90 MB here).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from asn.data import rle as rle_ops
 from asn.data.categories import EXPERIMENT_CATEGORY_IDS, coco_categories
 from asn.data.kins import Image, Instance, KinsFile, Problem, read_kins
 from asn.errors import InputError
-from asn.io import write_json_atomic
+from asn.io import gc_paused, write_json_atomic
 
 INMODAL_SOURCES = ("order", "polygons")
 # Problems listed one by one in the report (all are counted).
@@ -192,6 +192,13 @@ def convert(
     written. category_ids: classes kept (others are dropped and counted as excluded).
     Returns the report dict.
     """
+    with gc_paused():
+        return _convert(kins_path, out_dir, split, images_dir, strict, category_ids,
+                        inmodal_source, workers)
+
+
+def _convert(kins_path, out_dir, split, images_dir, strict, category_ids, inmodal_source,
+             workers) -> dict:
     t0 = time.perf_counter()
     if inmodal_source not in INMODAL_SOURCES:
         raise InputError(None, f"inmodal_source must be one of {INMODAL_SOURCES}, "
