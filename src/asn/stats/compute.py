@@ -18,7 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from asn.errors import InputError
-from asn.io import read_json
+from asn.io import gc_paused, read_json
 from asn.stats.boxes import image_box_consistency
 from asn.stats.clusters import image_overlap_stats, max_order_per_cluster
 from asn.stats.shapes import polygon_segment_measures, rle_segment_measures
@@ -47,8 +47,9 @@ def load_split_pair(gt_dir: str | Path, split: str) -> tuple[dict, dict, Path, P
     for path in (amodal_path, inmodal_path):
         if not path.is_file():
             raise InputError(path, "file not found (expected the output of `asn convert`)")
-    amodal = read_json(amodal_path)
-    inmodal = read_json(inmodal_path)
+    with gc_paused():
+        amodal = read_json(amodal_path)
+        inmodal = read_json(inmodal_path)
     for data, path in ((amodal, amodal_path), (inmodal, inmodal_path)):
         for key in ("images", "annotations"):
             if not isinstance(_require(data, key, path), list):
