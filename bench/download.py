@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "extract": {"seconds": round(extract_s, 3), "mib_per_s": round(size / MIB / extract_s, 1)},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
+    report["command"] = " ".join(["python", "bench/download.py", *sys.argv[1:]])
     write_json_atomic(args.out, report, indent=True)
     print(
         f"download: median {report['download']['median_mib_per_s']} MiB/s (goal {args.goal_mib_s}); "

@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "configs": {name: run_config(name, args.reps, args.warmup) for name in names},
         "parameters": parameter_report(),
     }
+    result["command"] = " ".join(["python", "bench/model.py", *sys.argv[1:]])
     write_json_atomic(args.out, result, indent=True)
     for name, config in result["configs"].items():
         for label, comparison in config["comparisons"].items():

@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                             "coverage and match numbers; report is tables, plots and writing"),
         "machine": {"cpus": __import__("os").cpu_count()},
     }
+    result["command"] = " ".join(["python", "bench/stats.py", *sys.argv[1:]])
     write_json_atomic(args.out, result, indent=True)
     print(write_json_result(result))
     return 0

@@ -6,6 +6,7 @@ Writes reports/bench/synth.json (atomically) with seconds, images/s and instance
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import platform
 import tempfile
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                           annotations_only=True, workers=args.workers)
             result["annotations_only_kins_scale"] = kins
             print(f"annotations-only KINS scale: {kins['seconds']} s, {kins['instances']} instances")
+    result["command"] = " ".join(["python", "bench/synth.py", *sys.argv[1:]])
     write_json_atomic(args.out, result, indent=True)
     return 0
 

@@ -274,3 +274,20 @@ def test_backbone_loads_local_weights_and_reports_bad_files(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read"):
         build_backbone("resnet18_fpn_small", weights_path=garbage)
+
+
+def test_params_yaml_model_section_builds_and_overrides_apply():
+    from pathlib import Path
+
+    from asn.config import load_params
+    from asn.model import build_model_from_params
+
+    params_path = Path(__file__).resolve().parents[1] / "params.yaml"
+    model = build_model_from_params(load_params(params_path)["model"])
+    assert model.roi_heads.has_occlusion() and model.roi_heads.has_mlc()
+    plain = build_model_from_params(
+        load_params(params_path, ["model.variant=mrcnn", "model.overrides={box_batch_size_per_image: 32}"])["model"])
+    assert not plain.roi_heads.has_occlusion()
+    assert plain.roi_heads.fg_bg_sampler.batch_size_per_image == 32
+    with pytest.raises(ValueError, match="unknown model option"):
+        build_model_from_params({**load_params(params_path)["model"], "mlc_levels": 2})

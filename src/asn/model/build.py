@@ -32,7 +32,7 @@ box_detections_per_img, trainable_backbone_layers (None = 3 with weights, 5 with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -264,3 +264,23 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         counts[f"{name}_mlc"] = n(branch.mlc)
     counts["total"] = n(model)
     return counts
+
+
+def build_model_from_params(model_params: Mapping[str, Any]) -> AmodalRCNN:
+    """Build the model described by params.yaml's ``model:`` section.
+
+    ``variant``, ``backbone``, ``weights_path`` and ``num_classes`` select the model; every
+    other key (and those under ``overrides``) is a :func:`build_model` keyword, so Tables 5-7
+    are params.yaml edits (``dvc exp run -S model.mlc_box_level=2``), not code changes.
+    """
+    params = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in model_params.items()}
+    missing = [k for k in ("variant", "num_classes") if k not in params]
+    if missing:
+        raise ValueError(f"model parameters lack {missing}")
+    overrides = {**{k: v for k, v in params.items()
+                    if k not in ("variant", "backbone", "weights_path", "num_classes",
+                                 "overrides")},
+                 **(params.get("overrides") or {})}
+    return build_model(params["variant"], int(params["num_classes"]),
+                       backbone=params.get("backbone", "resnet18_fpn"),
+                       weights_path=params.get("weights_path") or None, **overrides)
