@@ -42,14 +42,7 @@ EXPECTED_LOSSES = {
 BASE_LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core runner the
-    spinning threads of parallel test workers slow these tests ~10x; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def synthetic_pair(seed: int, height: int = 70, width: int = 100, count: int = 3):

@@ -21,14 +21,7 @@ from asn.model.targets import (
 from asn.model.transform import AmodalRCNNTransform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core runner the
-    spinning threads of parallel test workers slow these tests ~10x; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _square_masks():
