@@ -29,7 +29,7 @@ import numpy as np
 
 from asn.data import rle as rle_ops
 from asn.data.categories import EXPERIMENT_CATEGORY_IDS, coco_categories
-from asn.data.kins import Image, Instance, KinsFile, Problem, read_kins
+from asn.data.kins import RELEASE_FILE_NAMES, Image, Instance, KinsFile, Problem, read_kins
 from asn.errors import InputError
 from asn.io import gc_paused, write_json_atomic
 
@@ -295,19 +295,13 @@ def _chunk_bounds(items: list, n: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-# Split name -> the file names both releases use for it (KINS 2019 calls its test split "val").
-RELEASE_FILE_NAMES = {
-    "train": ("update_train_2020.json", "instances_train.json"),
-    "test": ("update_test_2020.json", "instances_val.json"),
-}
-
-
 def find_kins_file(path: str | Path, split: str) -> Path:
     """A KINS file given directly, or the one file of ``split`` inside a folder."""
     path = Path(path)
     if not path.is_dir():
         return path
-    names = RELEASE_FILE_NAMES.get(split, (f"update_{split}_2020.json", f"instances_{split}.json"))
+    names = [files[split] for files in RELEASE_FILE_NAMES.values() if split in files] or [
+        f"update_{split}_2020.json", f"instances_{split}.json"]
     found = [path / n for n in names if (path / n).is_file()]
     if len(found) != 1:
         what = "none" if not found else " and ".join(p.name for p in found)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
+from asn.data.kins import RELEASE_FILE_NAMES, release_from_keys
 from asn.errors import InputError
 from asn.io import atomic_dir, dumps_json, read_json, write_json_atomic
 
@@ -41,10 +42,7 @@ CHUNK_BYTES = 1 << 20
 
 # KINS annotation file names per release, keyed by the split names used in params.yaml.
 # The 2019 release calls its test split "val"; the files keep their original names.
-ANNOTATION_NAMES: dict[str, dict[str, str]] = {
-    "2020": {"train": "update_train_2020.json", "test": "update_test_2020.json"},
-    "2019": {"train": "instances_train.json", "test": "instances_val.json"},
-}
+ANNOTATION_NAMES = RELEASE_FILE_NAMES
 IMAGE_DIRS = ("training/image_2", "testing/image_2")
 LABEL_DIR = "training/label_2"
 MANIFEST_NAME = "manifest.json"
@@ -516,26 +514,13 @@ def _obtain(spec: FileSpec, *, key: str, cache_dir: Path, retries: int, backoff_
     return result.path, {"url": spec.url, "sha256": result.sha256, "size": result.size}
 
 
-def detect_release(doc: Mapping[str, Any]) -> str | None:
-    """``"2020"`` (a_segm/i_segm), ``"2019"`` (segmentation + inmodal_seg) or None if unsure."""
-    anns = doc.get("annotations") or []
-    if not anns or not isinstance(anns[0], Mapping):
-        return None
-    first = anns[0]
-    if "a_segm" in first or "i_segm" in first:
-        return "2020"
-    if "inmodal_seg" in first:
-        return "2019"
-    return None
-
-
 def _check_annotation_file(path: Path, *, release: str, key: str) -> None:
     """A cheap sanity check (COCO-style top level, matching release); convert validates fully."""
     doc = read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) \
             or not isinstance(doc.get("annotations"), list):
         raise InputError(path, f"{key}: not a KINS/COCO annotation file (needs 'images' and 'annotations' lists)")
-    found = detect_release(doc)
+    found = release_from_keys(doc)
     if found is not None and found != release:
         raise InputError(
             path, f"{key}: looks like the KINS {found} release but data.kins.release is {release!r}"

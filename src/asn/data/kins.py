@@ -30,6 +30,11 @@ from asn.errors import InputError
 from asn.io import read_json, write_json_atomic
 
 RELEASES = ("2019", "2020")
+# The public file name of each split in each release (KINS 2019 calls its test split "val").
+RELEASE_FILE_NAMES: dict[str, dict[str, str]] = {
+    "2020": {"train": "update_train_2020.json", "test": "update_test_2020.json"},
+    "2019": {"train": "instances_train.json", "test": "instances_val.json"},
+}
 
 # Coordinates may stray a little outside the image (annotation tools snap to the border);
 # beyond this margin, in pixels or as a fraction of the image side, a point is an error.
@@ -124,14 +129,22 @@ class KinsFile:
         return dict(Counter(p.kind for p in self.problems if p.action == action))
 
 
-def detect_release(data: dict, path: str | Path) -> str:
-    """Tell the release from the annotation keys (or, for an empty file, from its name)."""
+def release_from_keys(data: dict) -> str | None:
+    """The release the first annotation's keys belong to, or None (no annotations)."""
     for ann in data.get("annotations") or ():
         if isinstance(ann, dict):
             if "a_segm" in ann or "i_segm" in ann or "ico_id" in ann:
                 return "2020"
             if "inmodal_seg" in ann or "segmentation" in ann:
                 return "2019"
+    return None
+
+
+def detect_release(data: dict, path: str | Path) -> str:
+    """Tell the release from the annotation keys (or, for an empty file, from its name)."""
+    release = release_from_keys(data)
+    if release is not None:
+        return release
     name = Path(path).name
     if re.search(r"2020", name):
         return "2020"
