@@ -27,8 +27,9 @@ run: $(STAMP)  ## set up and run the default pipeline (dvc repro) on the embedde
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
+# PYTEST_ARGS selects tests, e.g. `make test PYTEST_ARGS="-k convert"`.
 test: $(STAMP)  ## run the whole test suite
-	@$(BIN)/python -m pytest -n 2 -q --durations=15; rc=$$?; \
+	@$(BIN)/python -m pytest -n 2 -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)  ## run the benchmark scripts; JSON lands in reports/bench/
