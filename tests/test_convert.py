@@ -261,3 +261,28 @@ def test_converted_synthetic_world_equals_rendered_masks(tmp_path):
             assert np.array_equal(inmodal.annToMask(i).astype(bool), inst.inmodal_mask)
             checked += 1
     assert checked > 20
+
+
+def _bad_cases():
+    from test_kins import BAD_2020
+
+    return [pytest.param(mutate, words, id=kind + str(i))
+            for i, (mutate, kind, words) in enumerate(BAD_2020)]
+
+
+@pytest.mark.parametrize("mutate, words", _bad_cases())
+def test_every_bad_record_fails_the_strict_cli_cleanly(kins_dir, capsys, mutate, words):
+    data = kins2020()
+    mutate(data)
+    src = kins_dir / "update_train_2020.json"
+    src.write_text(json.dumps(data))
+    out = kins_dir / "out"
+    out.mkdir()
+    (out / "train_inmodal.json").write_text("earlier result")
+    code = main(["convert", "--kins", str(src), "--images", str(kins_dir / "image_2"),
+                 "--out", str(out), "--split", "train", "--strict"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"asn convert: error: {src}") and words in err[0]
+    assert [p.name for p in out.iterdir()] == ["train_inmodal.json"]
+    assert (out / "train_inmodal.json").read_text() == "earlier result"
