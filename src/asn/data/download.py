@@ -42,7 +42,6 @@ CHUNK_BYTES = 1 << 20
 
 # KINS annotation file names per release, keyed by the split names used in params.yaml.
 # The 2019 release calls its test split "val"; the files keep their original names.
-ANNOTATION_NAMES = RELEASE_FILE_NAMES
 IMAGE_DIRS = ("training/image_2", "testing/image_2")
 LABEL_DIR = "training/label_2"
 MANIFEST_NAME = "manifest.json"
@@ -602,7 +601,7 @@ def file_inventory(root: str | os.PathLike, *, progress: bool = True) -> list[di
 def release_of_layout(root: str | os.PathLike) -> str | None:
     """Which KINS release's annotation file names are present under ``root``."""
     root = Path(root)
-    for release, names in ANNOTATION_NAMES.items():
+    for release, names in RELEASE_FILE_NAMES.items():
         if all((root / n).is_file() for n in names.values()):
             return release
     return None
@@ -622,7 +621,7 @@ def write_manifest(root: str | os.PathLike, *, source: str, release: str | None,
     manifest = {
         "source": source,
         "release": release,
-        "annotation_files": dict(ANNOTATION_NAMES[release]) if release in ANNOTATION_NAMES else {},
+        "annotation_files": dict(RELEASE_FILE_NAMES[release]) if release in RELEASE_FILE_NAMES else {},
         "inputs": dict(inputs),
         "settings": dict(settings or {}),
         "counts": counts,
@@ -652,14 +651,14 @@ def prepare_kins(
     local path (a file, an archive or an extracted folder for images/labels). Returns the manifest.
     """
     release = str(release)
-    if release not in ANNOTATION_NAMES:
+    if release not in RELEASE_FILE_NAMES:
         raise InputError("data.kins.release", f"unknown KINS release {release!r}; expected 2020 or 2019")
     specs = {"annotations.train": train_annotations, "annotations.test": test_annotations, "images": images}
     for key, spec in specs.items():
         if spec.empty:
             raise InputError(f"data.kins.{key}", "set url or path (required for data.source: kins)")
     cache_dir = Path(cache_dir)
-    names = ANNOTATION_NAMES[release]
+    names = RELEASE_FILE_NAMES[release]
     inputs: dict[str, Any] = {}
     # Everything that can fail on the network happens before the output folder is touched.
     obtained: dict[str, Path] = {}
