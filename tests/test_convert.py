@@ -286,3 +286,18 @@ def test_every_bad_record_fails_the_strict_cli_cleanly(kins_dir, capsys, mutate,
     assert len(err) == 1 and err[0].startswith(f"asn convert: error: {src}") and words in err[0]
     assert [p.name for p in out.iterdir()] == ["train_inmodal.json"]
     assert (out / "train_inmodal.json").read_text() == "earlier result"
+
+
+def test_report_compares_derived_inmodal_with_i_segm(kins_dir):
+    out = kins_dir / "out"
+    report = convert(kins_dir / "update_train_2020.json", out, "train", kins_dir / "image_2")
+    agreement = report["inmodal_vs_i_segm"]
+    assert agreement["compared"] == 3 and agreement["below_0_9"] == 0
+    assert agreement["mean_iou"] > 0.9
+    data = kins2020()
+    data["annotations"][1]["i_segm"] = data["annotations"][1]["a_segm"]  # ignores the occluder
+    (kins_dir / "update_train_2020.json").write_text(json.dumps(data))
+    report = convert(kins_dir / "update_train_2020.json", out, "train", kins_dir / "image_2")
+    assert report["inmodal_vs_i_segm"]["below_0_9"] == 1
+    assert report["inmodal_vs_i_segm"]["min_iou"] == pytest.approx(
+        expected_masks()[2][1].sum() / expected_masks()[2][0].sum(), abs=0.02)

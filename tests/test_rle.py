@@ -48,3 +48,16 @@ def test_batched_rasterization_equals_one_by_one():
         if polys:
             dense = mask_utils.decode(mask_utils.frPyObjects(polys, 10, 12)).any(axis=2)
             assert np.array_equal(rle_ops.decode(rle), dense)
+
+
+def test_pairwise_iou():
+    a = np.zeros((6, 8), bool)
+    a[:, :4] = True
+    b = np.zeros((6, 8), bool)
+    b[:, 2:6] = True
+    rles = [rle_ops.encode(a), rle_ops.encode(b)]
+    assert rle_ops.pairwise_iou(rles, rles) == [1.0, 1.0]
+    assert rle_ops.pairwise_iou(rles[:1], rles[1:]) == [pytest.approx(12 / 36)]
+    assert rle_ops.pairwise_iou([], []) == []
+    with pytest.raises(ValueError, match="one length"):
+        rle_ops.pairwise_iou(rles, rles[:1])

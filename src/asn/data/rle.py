@@ -187,6 +187,16 @@ def bbox(rles: Sequence[dict]) -> np.ndarray:
     return mask_utils.toBbox([_coco(r) for r in rles]).astype(np.float64)
 
 
+def pairwise_iou(a: Sequence[dict], b: Sequence[dict]) -> list[float]:
+    """IoU of a[k] with b[k] for each k (compressed RLEs, same sizes), as a list of floats."""
+    if len(a) != len(b):
+        raise ValueError(f"pairwise_iou needs lists of one length, got {len(a)} and {len(b)}")
+    if not a:
+        return []
+    matrix = mask_utils.iou([_coco(r) for r in a], [_coco(r) for r in b], [0] * len(b))
+    return np.diagonal(np.asarray(matrix)).astype(np.float64).tolist()
+
+
 def decode(rle: dict) -> np.ndarray:
     """Compressed RLE -> (H, W) bool mask."""
     return mask_utils.decode(_coco(rle)).astype(bool)
