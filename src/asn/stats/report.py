@@ -228,12 +228,13 @@ def run_stats(
     share = summary["box_consistency_share_above_0_65"]
     bar_chart_png(out_dir / "figure4b.png", [f"{r[0]:.2f}" for r in fig_b], {"images": [r[2] for r in fig_b]},
                   f"Figure 4(b): mean box IoU per image; share > 0.65: "
-                  f"{'n/a' if share is None else f'{share:.3f}'}", "mean IoU (bin start)", "images",
+                  f"{'n/a' if share is None else f'{share:.3f}'}\n({source_label})",
+                  "mean IoU (bin start)", "images",
                   vline=BOX_IOU_THRESHOLD / 0.05 - 0.5)
     written.append(out_dir / "figure4b.png")
     bar_chart_png(out_dir / "figure4c.png", list(BUCKET_LABELS),
                   {"clusters by max order": [r[1] for r in fig_c], "instances by match number": [r[2] for r in fig_c]},
-                  "Figure 4(c): occlusion order and match number", "value", "count")
+                  f"Figure 4(c): occlusion order and match number\n({source_label})", "value", "count")
     written.append(out_dir / "figure4c.png")
     if consistency is not None:
         from asn.stats.consistency import write_consistency_outputs
