@@ -41,6 +41,7 @@ import shapely
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from asn.data import rle as rle_ops
 from asn.data.categories import KINS_CATEGORIES, coco_categories
 from asn.data.order import occlusion_ratio, order_from_overlap, overlap_matrix
 from asn.data.shapes import Template, template_library
@@ -219,7 +220,8 @@ def _clip_polygons(polygon_px: np.ndarray, width: int, height: int) -> tuple[lis
 
 
 def _amodal_rle(polygons: list[list[float]], width: int, height: int) -> dict:
-    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    # The project's one rasterization, so that convert reproduces these masks bit for bit.
+    return rle_ops.polygons_to_rle(polygons, height, width)
 
 
 def _placed_to_instance(p: _Placed, polygons: list[list[float]], truncation: float, width: int) -> SceneInstance:
@@ -639,7 +641,7 @@ def _annotator_copy(
             pts[:, 0] = np.clip(pts[:, 0], 0, w_img)
             pts[:, 1] = np.clip(pts[:, 1], 0, h_img)
             polys.append(np.round(pts, 2).reshape(-1).tolist())
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h_img, w_img))
+        rle = _amodal_rle(polys, w_img, h_img)
         out.append({
             "id": ann["id"], "image_id": ann["image_id"], "category_id": ann["category_id"],
             "segmentation": polys, "bbox": _bbox_list(mask_utils.toBbox(rle)),
