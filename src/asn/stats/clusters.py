@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from asn.data import rle as rle_ops
+
 BUCKET_LABELS: tuple[str, ...] = ("1", "2", "3", "4", "5", ">5")
 
 
@@ -66,25 +68,12 @@ def boxes_overlap_xywh(boxes_xywh: np.ndarray) -> np.ndarray:
 def polygons_to_rles(segmentations: list[list[list[float]]], height: int, width: int) -> list[dict | None]:
     """One RLE per polygon segment (parts merged); None for a segment without a valid part.
 
-    Parts with fewer than 3 vertices are dropped, as in :mod:`asn.stats.shapes`.
+    Parts with fewer than 3 vertices are dropped, as in :mod:`asn.stats.shapes`; the
+    rasterization itself is the project's one (:func:`asn.data.rle.polygons_to_rles`).
     """
-    parts: list[list[float]] = []
-    owner: list[int] = []
-    for i, segmentation in enumerate(segmentations):
-        for part in segmentation:
-            if len(part) >= 6:
-                parts.append(part)
-                owner.append(i)
-    rles: list[dict | None] = [None] * len(segmentations)
-    if not parts:
-        return rles
-    part_rles = mask_utils.frPyObjects(parts, height, width)
-    grouped: dict[int, list] = {}
-    for rle, i in zip(part_rles, owner):
-        grouped.setdefault(i, []).append(rle)
-    for i, group in grouped.items():
-        rles[i] = group[0] if len(group) == 1 else mask_utils.merge(group, intersect=False)
-    return rles
+    valid = [[part for part in segmentation if len(part) >= 6] for segmentation in segmentations]
+    rles = iter(rle_ops.polygons_to_rles([parts for parts in valid if parts], height, width))
+    return [next(rles) if parts else None for parts in valid]
 
 
 def image_overlap_stats(
