@@ -1,0 +1,1 @@
+"""Training engine: configuration (profiles), schedule, DDP plumbing, checkpoints, the loop."""
