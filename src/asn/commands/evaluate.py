@@ -1,0 +1,112 @@
+"""`asn evaluate`: checkpoint -> predictions on a split -> COCO metrics (Det, Amodal, Inmodal AP)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from asn.errors import InputError
+
+HELP = """Score a model on a split of the normalized ground truth. With --checkpoint the model is
+rebuilt from the checkpoint alone and run over every image of the split (predictions written to
+OUT/predictions.json in the DESIGN.md format); with --predictions an existing predictions file is
+scored as it is. Writes OUT/metrics.json: det_ap / amodal_ap / inmodal_ap with their _50 / _75
+forms in percent (COCO AP by pycocotools' rules; eval.engine=faster gives identical numbers),
+occlusion accuracy, ap_occ_<bucket> with its definition, and a `files` block naming the
+predictions and the two ground-truth files scored, so anyone can re-score them; and
+OUT/per_class.csv (AP per class). Options come from params.yaml `eval:`."""
+
+EVAL_KEYS = {"engine", "mask_threshold", "batch_size", "workers", "iou_match", "occlusion_buckets"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (default: %(default)s)")
+    parser.add_argument("--gt", type=Path, required=True, help="folder with <split>_amodal.json / <split>_inmodal.json")
+    parser.add_argument("--split", default="test", help="split name (default: %(default)s)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="checkpoint.pt written by asn train (needs --images)")
+    source.add_argument("--predictions", type=Path, help="an existing predictions JSON to score")
+    parser.add_argument("--images", type=Path, help="folder with the split's images (with --checkpoint)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, per_class.csv, predictions.json)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, e.g. --set eval.engine=pycocotools (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def eval_options(params, source: str) -> dict:
+    from asn.config import section, thaw
+
+    options = thaw(section(params, "eval", source))
+    unknown = sorted(set(options) - EVAL_KEYS)
+    missing = sorted(EVAL_KEYS - set(options))
+    if unknown or missing:
+        raise InputError(source, f"eval: unknown keys {unknown}, missing keys {missing}")
+    if options["engine"] not in ("faster", "pycocotools"):
+        raise InputError(source, f"eval.engine: expected faster or pycocotools, got {options['engine']!r}")
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from asn.config import load_params
+    from asn.eval.coco import evaluate, write_per_class_csv
+    from asn.io import write_json_atomic
+
+    params = load_params(args.params, args.overrides)
+    options = eval_options(params, str(args.params))
+    amodal_gt = args.gt / f"{args.split}_amodal.json"
+    inmodal_gt = args.gt / f"{args.split}_inmodal.json"
+    run_info: dict = {}
+    occlusion_threshold = 0.05
+    if args.checkpoint is not None:
+        if args.images is None:
+            raise InputError(args.checkpoint, "--images is required with --checkpoint")
+        predictions_path = args.out / "predictions.json"
+        run_info, occlusion_threshold = _predict(args, options, predictions_path)
+    else:
+        predictions_path = args.predictions
+    metrics = evaluate(predictions_path, amodal_gt, inmodal_gt, engine=options["engine"],
+                       occlusion_buckets=options["occlusion_buckets"],
+                       occlusion_threshold=occlusion_threshold, iou_match=float(options["iou_match"]))
+    per_class = metrics.pop("per_class", [])
+    metrics["run"] = run_info
+    metrics["files"]["per_class"] = str(args.out / "per_class.csv")
+    write_per_class_csv(per_class, args.out / "per_class.csv")
+    write_json_atomic(args.out / "metrics.json", metrics, indent=True)
+    print(f"evaluate: det AP {metrics['det_ap']:.1f}, amodal AP {metrics['amodal_ap']:.1f}, "
+          f"inmodal AP {metrics['inmodal_ap']:.1f} (AP50 {metrics['amodal_ap_50']:.1f} amodal); "
+          f"wrote {args.out / 'metrics.json'}", file=sys.stderr)
+    return 0
+
+
+def _predict(args, options: dict, predictions_path: Path) -> tuple[dict, float]:
+    import time
+
+    from asn.data.dataset import AmodalDataset
+    from asn.engine.checkpoint import build_model_from_checkpoint
+    from asn.engine.distributed import resolve_device
+    from asn.eval.inference import predict_dataset
+    from asn.io import write_json_atomic
+
+    device = resolve_device(args.device)
+    model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
+    label_map = checkpoint["label_map"]
+    dataset = AmodalDataset(args.gt, args.split, args.images, category_ids=label_map["category_ids"])
+    dataset.check_images()
+    label_to_category = {i + 1: int(c) for i, c in enumerate(label_map["category_ids"])}
+    t0 = time.perf_counter()
+    results, model_seconds = predict_dataset(
+        model, dataset, device=device, batch_size=int(options["batch_size"]), workers=int(options["workers"]),
+        mask_threshold=float(options["mask_threshold"]), label_to_category=label_to_category,
+        progress=not args.no_progress)
+    write_json_atomic(predictions_path, results)
+    # timings go to the log, not to metrics.json (a tracked output is a function of its inputs)
+    print(f"evaluate: {len(results)} detections on {len(dataset)} images in {time.perf_counter() - t0:.1f} s "
+          f"({model_seconds / max(1, len(dataset)) * 1000:.0f} ms/image in the model) on {device}",
+          file=sys.stderr)
+    run_info = {"checkpoint": str(args.checkpoint), "variant": checkpoint["variant"],
+                "seed": checkpoint["run"]["train"]["seed"], "profile": checkpoint["run"]["profile"],
+                "iteration": int(checkpoint["iteration"]), "params_hash": checkpoint.get("params_hash"),
+                "data_hash": checkpoint.get("data_hash")}
+    return run_info, float(checkpoint["run"]["model"].get("occlusion_threshold", 0.05))
