@@ -131,3 +131,35 @@ def test_corrupt_checkpoint_exit_2(trained, tmp_path):
     assert proc.returncode == 2 and "cannot read checkpoint" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict_own_images_png_jpeg_any_size_and_a_broken_one(trained, tmp_path):
+    from PIL import Image
+
+    world, run = trained
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    source = sorted(world["test_images"].glob("*.png"))[0]
+    with Image.open(source) as image:
+        image.save(shots / "a.png")
+        image.resize((300, 120)).convert("RGB").save(shots / "b.jpg", quality=90)
+    (shots / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "pred"
+    proc = asn("predict", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(shots), "--out", str(out),
+               "--score-threshold", "0", "--no-progress", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "c.png: cannot read image" in proc.stderr
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert {p["file_name"] for p in predictions} == {str(shots / "a.png"), str(shots / "b.jpg")}
+    assert all(set(p) >= PREDICTION_KEYS for p in predictions)
+    sizes = {p["file_name"]: tuple(p["segmentation"]["size"]) for p in predictions}
+    assert sizes[str(shots / "b.jpg")] == (120, 300)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png", "b.png"]
+    with Image.open(out / "overlays" / "b.png") as overlay:
+        assert overlay.size == (300, 120)
+    # a glob pattern selects the same way; no image at all is a one-line error
+    proc = asn("predict", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(shots / "*.jpg"),
+               "--out", str(tmp_path / "glob"), "--no-progress", "--no-overlays")
+    proc = asn("predict", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(tmp_path / "none"),
+               "--out", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2 and "no PNG or JPEG image found" in proc.stderr
