@@ -106,7 +106,11 @@ def test_cli_bad_input_exit_2_one_line(world, tmp_path):
     out = tmp_path / "run"
     for extra, message in ((["--set", "train.nonsense=1"], "unknown parameter 'train.nonsense'"),
                            (["--variant", "nope"], "unknown variant 'nope'"),
-                           (["--set", "profile=fast"], "unknown profile 'fast'")):
+                           (["--set", "profile=fast"], "unknown profile 'fast'"),
+                           (["--set", "train.amp=true", "--set", "train.device=cpu"], "AMP is supported on CUDA only"),
+                           (["--set", "train.device=cuda:3"] if not torch.cuda.is_available() else
+                            ["--set", "profile=fast"], "CUDA is not available" if not torch.cuda.is_available()
+                            else "unknown profile")):
         proc = asn(*train_args(world, out, *extra), check=False)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()

@@ -15,10 +15,13 @@ such a file against the normalized ground truth (``<split>_amodal.json``,
   ignored, exactly as COCO ignores ground truths outside an area range;
 - occlusion accuracy of ``occlusion_score`` on detections greedily matched to ground truths.
 
-Two engines give identical numbers: ``pycocotools`` (the unmodified reference) and ``faster``
-(faster-coco-eval's C++ COCOeval, several times faster). The faster path also parses every
-file once, builds each COCO object once, reuses the amodal mask IoUs for the occlusion buckets
-and, at scale, runs the evaluations in two forked processes.
+Two engines give identical numbers (the 12 COCO stats agree to the last bit or two):
+``pycocotools`` (the unmodified reference) and ``faster`` (faster-coco-eval's C++ COCOeval).
+The faster path also parses every file once (orjson), fills the detections' COCO fields in
+bulk, evaluates the occlusion buckets from the finished amodal evaluation (same IoUs, same
+prepared detections, only the "all areas / 100 detections" slice), and from
+PARALLEL_MIN_DETECTIONS detections on runs the evaluations in two forked processes;
+bench/eval.py measures it against plain pycocotools at KINS test scale.
 """
 
 from __future__ import annotations
@@ -41,8 +44,7 @@ from asn.errors import InputError
 from asn.io import gc_paused, read_json, write_text_atomic
 
 ENGINES = ("faster", "pycocotools")
-# Keys of one prediction and the JSON types each must have (bool is excluded separately:
-# it is an int subclass in Python, but `true` is no image id).
+# Keys every prediction must have (types: see _entry_problem).
 PREDICTION_KEYS = ("image_id", "category_id", "bbox", "score", "segmentation",
                    "inmodal_segmentation", "occlusion_score")
 DEFAULT_OCCLUSION_BUCKETS: dict[str, tuple[float, float]] = {
@@ -224,7 +226,8 @@ def load_predictions(path: str | os.PathLike, gt_image_ids: Collection[int],
     data = _read_json_fast(path)
     if type(data) is not list:
         raise InputError(path, f"expected a JSON list of predictions, got {type(data).__name__}")
-    image_ids = gt_image_ids if isinstance(gt_image_ids, (set, frozenset, dict)) else set(gt_image_ids)
+    image_ids = (gt_image_ids if isinstance(gt_image_ids, (set, frozenset, dict))
+                 else set(gt_image_ids))
     category_ids = set(gt_category_ids)
     for i, entry in enumerate(data):
         problem = _entry_problem(entry, image_ids, category_ids, image_sizes)
@@ -251,18 +254,21 @@ def _load_ground_truth(path: str | os.PathLike, kind: str) -> dict:
     for key in ("images", "annotations", "categories"):
         if type(data.get(key)) is not list:
             raise InputError(path, f"missing the COCO list {key!r}")
-    for img in data["images"]:
+    for k, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not {"id", "height", "width"} <= img.keys():
             raise InputError(path, "image entries need id, height and width",
-                             record=f"image {img.get('id') if isinstance(img, dict) else img!r}")
-    for ann in data["annotations"]:
-        if not isinstance(ann, dict) or not {"id", "image_id", "category_id", "bbox", "area",
-                                             "segmentation"} <= ann.keys():
-            raise InputError(path, "annotations need id, image_id, category_id, bbox, area and "
-                             "segmentation", record=f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r}")
+                             record=f"images[{k}]")
+    needed = {"id", "image_id", "category_id", "bbox", "area", "segmentation"}
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not needed <= ann.keys():
+            raise InputError(path, f"annotations need {', '.join(sorted(needed))}",
+                             record=f"annotations[{k}]")
         if kind == "amodal" and not _is_number(ann.get("occlusion_ratio")):
             raise InputError(path, "annotation has no finite occlusion_ratio (is this the "
                              "normalized <split>_amodal.json?)", record=f"annotation {ann['id']}")
+    if not data["annotations"]:
+        # COCO would answer -1 for every AP; nothing can be scored against an empty split.
+        raise InputError(path, "no annotations: nothing to evaluate against")
     return data
 
 
@@ -290,9 +296,62 @@ def _engine(engine: str):
         from pycocotools.cocoeval import COCOeval
         return COCO, COCOeval
     if engine == "faster":
-        from faster_coco_eval import COCO, COCOeval_faster
-        return COCO, COCOeval_faster
+        from faster_coco_eval import COCO
+        return COCO, _faster_eval_class()
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
+_FASTER_EVAL = None
+
+
+def _faster_eval_class():
+    """faster-coco-eval's COCOeval_faster with a cheaper preparation of compressed RLEs.
+
+    Its ``_prepare`` runs every segmentation through C++ (``calculateRleForAllAnnotations``):
+    a compressed RLE string is decoded to runs and encoded back to the same string, about
+    10 us per annotation, 8 s for the 730k detections of a KINS-scale file. Here the
+    compressed RLEs get their ``rle`` entry directly (the same counts as bytes), and only the
+    other segmentations (the amodal ground truth's polygons) go through faster-coco-eval's own
+    function. The IoUs, and so every number, are unchanged: an IoU is computed from the runs
+    the counts encode. Everything else is faster-coco-eval's ``_prepare`` (with its RLE pass
+    switched off by ``params.compute_rle`` for the duration of the call).
+    """
+    global _FASTER_EVAL
+    if _FASTER_EVAL is not None:
+        return _FASTER_EVAL
+    from faster_coco_eval import COCOeval_faster
+    from faster_coco_eval.core import mask as faster_mask
+
+    class FasterEval(COCOeval_faster):
+        def _prepare(self):
+            p = self.params
+            if not p.compute_rle or p.compute_boundary:
+                super()._prepare()
+                return
+            p.compute_rle = False
+            try:
+                super()._prepare()
+            finally:
+                p.compute_rle = True
+            for coco in (self.cocoGt, self.cocoDt):
+                others = []
+                for ann in coco.anns.values():
+                    seg = ann["segmentation"]
+                    try:  # the common case, compressed RLE with str counts, at ~0.7 us
+                        ann["rle"] = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
+                    except (TypeError, KeyError, AttributeError):  # polygons, other RLE forms
+                        others.append(ann)
+                if others:
+                    sizes = {}
+                    for ann in others:
+                        img = coco.imgs[ann["image_id"]]
+                        sizes[ann["image_id"]] = (img["height"], img["width"])
+                    faster_mask.calculateRleForAllAnnotations(
+                        others, sizes, True, False, self.boundary_dilation_ratio,
+                        self.boundary_cpu_count)
+
+    _FASTER_EVAL = FasterEval
+    return FasterEval
 
 
 @contextlib.contextmanager
@@ -316,9 +375,9 @@ def _results_coco(engine: str, gt, anns: list[dict]):
     """The detections as a COCO object, as ``gt.loadRes(anns)`` builds it.
 
     ``pycocotools`` calls loadRes itself (the reference path; its loadRes cannot take an empty
-    list, so that case gets the same empty object built by hand). ``faster`` fills the same
-    fields (``area``, ``id``, ``iscrowd``, a box for masks, a box polygon for boxes) with one
-    vectorized pycocotools call instead of one call per detection: same values.
+    list, so that case gets the same empty object built by hand). ``faster`` fills the fields
+    the evaluation reads (``area``, ``id``, ``iscrowd``; a box polygon for boxes) with
+    pycocotools calls on 255 masks at a time instead of one per detection: same values.
     """
     COCO, _ = _engine(engine)
     if engine == "pycocotools" and anns:
@@ -334,17 +393,16 @@ def _results_coco(engine: str, gt, anns: list[dict]):
             ann["iscrowd"] = 0
     elif anns:
         rles = [ann["segmentation"] for ann in anns]
-        # The very values pycocotools' loadRes stores one detection at a time (uint32 areas,
-        # float64 boxes), as plain floats for faster-coco-eval's C++ reader. Chunks of 255:
-        # pycocotools 2.0.11's area() overflows a uint8 on numpy 2 for longer lists.
-        areas, boxes = [], []
+        # The very areas pycocotools' loadRes stores one detection at a time (uint32), as
+        # plain floats for faster-coco-eval's C++ reader. Chunks of 255: pycocotools 2.0.11's
+        # area() overflows a uint8 on numpy 2 for longer lists. No "bbox" for the masks:
+        # loadRes adds their tight boxes, but neither engine reads a detection's box in a segm
+        # evaluation (1.5 s saved at KINS scale).
+        areas = []
         for start in range(0, len(rles), 255):
-            chunk = rles[start:start + 255]
-            areas.extend(mask_utils.area(chunk).astype(np.float64).tolist())
-            boxes.extend(mask_utils.toBbox(chunk).tolist())
+            areas.extend(mask_utils.area(rles[start:start + 255]).astype(np.float64).tolist())
         for i, ann in enumerate(anns):
             ann["area"] = areas[i]
-            ann["bbox"] = boxes[i]
             ann["id"] = i + 1
             ann["iscrowd"] = 0
     res = COCO()
@@ -414,16 +472,34 @@ def _bucket_eval_class(engine: str):
     return OcclusionBucketEval
 
 
-def _run_eval(engine: str, gt, dt, iou_type: str, *, cls=None, **kwargs):
+def _run_eval(engine: str, gt, dt, iou_type: str, *, cls=None, only_all_100: bool = False,
+              **kwargs):
+    """evaluate + accumulate (+ summarize) one COCOeval, silently.
+
+    only_all_100: evaluate the area range "all" at 100 detections only (no summarize, whose
+    layout expects COCO's default ranges in pycocotools)."""
     _, COCOeval = _engine(engine)
     cls = cls or COCOeval
     extra = {"print_function": lambda *a, **k: None} if engine == "faster" else {}
     with _quiet():
         ev = cls(gt, dt, iou_type, **extra, **kwargs)
+        if only_all_100:
+            ev.params.areaRng, ev.params.areaRngLbl = [ev.params.areaRng[0]], ["all"]
+            ev.params.maxDets = [ev.params.maxDets[-1]]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
+        if not only_all_100:
+            ev.summarize()
     return ev
+
+
+def _ap_all_100(ev) -> float:
+    """COCO's AP (IoU .50:.95, area "all", last maxDets), as pycocotools' _summarize: the mean
+    of the precision entries > -1, or -1 when there are none."""
+    p = ev.params
+    a, m = p.areaRngLbl.index("all"), p.maxDets.index(p.maxDets[-1])
+    s = np.asarray(ev.eval["precision"])[:, :, :, a, m]
+    return float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
 
 
 def _summary(ev) -> dict:
@@ -466,43 +542,50 @@ class _Job:
                  "segmentation": p[key], "score": p["score"]} for p in self.predictions]
 
     def run(self, group: Sequence[str]) -> dict[str, dict]:
-        """Run the named evaluations ("det", "amodal", "inmodal", "occ:<bucket>")."""
+        """Run the named evaluations ("det", "amodal", "inmodal", "occ:<bucket>"), in order.
+
+        Returns per name its summary (``stats`` and ``per_category``; ``ap`` for a bucket) and
+        ``seconds``. A bucket after "amodal" in the same group reuses that evaluation.
+        """
         out: dict[str, dict] = {}
-        amodal_gt = inmodal_gt = amodal_eval = None
+        amodal_gt = amodal_eval = None
         for name in group:
             t0 = time.perf_counter()
-            if name in ("det", "amodal") or name.startswith("occ:"):
-                if amodal_gt is None:
-                    amodal_gt = _coco_from_dict(self.engine, self.amodal)
+            if amodal_gt is None and name != "inmodal":
+                amodal_gt = _coco_from_dict(self.engine, self.amodal)
             if name == "det":
                 dt = _results_coco(self.engine, amodal_gt, self.det_anns())
-                out[name] = _summary(_run_eval(self.engine, amodal_gt, dt, "bbox"))
+                summary = _summary(_run_eval(self.engine, amodal_gt, dt, "bbox"))
             elif name == "amodal":
                 dt = _results_coco(self.engine, amodal_gt, self.segm_anns("segmentation"))
                 amodal_eval = _run_eval(self.engine, amodal_gt, dt, "segm")
-                out[name] = _summary(amodal_eval)
+                summary = _summary(amodal_eval)
             elif name == "inmodal":
                 inmodal_gt = _coco_from_dict(self.engine, self.inmodal)
                 dt = _results_coco(self.engine, inmodal_gt, self.segm_anns("inmodal_segmentation"))
-                out[name] = _summary(_run_eval(self.engine, inmodal_gt, dt, "segm"))
+                summary = _summary(_run_eval(self.engine, inmodal_gt, dt, "segm"))
             elif name.startswith("occ:"):
-                bucket = self.buckets[name[4:]]
-                cls = _bucket_eval_class(self.engine)
-                if amodal_eval is not None and self.engine == "faster":
-                    # Same detections, same ground truths, same IoUs: only `ignore` differs.
-                    ev = _run_eval(self.engine, amodal_gt, amodal_eval.cocoDt, "segm", cls=cls,
-                                   bucket=bucket, template=amodal_eval,
-                                   rle_iou_max_workers=1)
-                else:
-                    # The reference recomputes everything, as unmodified pycocotools would.
-                    dt = (amodal_eval.cocoDt if amodal_eval is not None else
-                          _results_coco(self.engine, amodal_gt, self.segm_anns("segmentation")))
-                    ev = _run_eval(self.engine, amodal_gt, dt, "segm", cls=cls, bucket=bucket)
-                out[name] = _summary(ev)
+                summary = {"ap": _ap_all_100(self._bucket_eval(amodal_gt, amodal_eval,
+                                                               self.buckets[name[4:]]))}
             else:
                 raise ValueError(f"unknown evaluation {name!r}")
-            out[name]["seconds"] = time.perf_counter() - t0
+            out[name] = {**summary, "seconds": time.perf_counter() - t0}
         return out
+
+    def _bucket_eval(self, amodal_gt, amodal_eval, bucket: tuple[float, float]):
+        cls = _bucket_eval_class(self.engine)
+        if amodal_eval is not None and self.engine == "faster":
+            # Same detections, same ground truths, same IoUs: only `ignore` differs. ap_occ is
+            # AP at area "all", 100 detections: precision[..., all, 100] does not depend on the
+            # other area ranges and detection limits, so only that one is computed (a quarter
+            # of the matching, a twelfth of accumulate).
+            return _run_eval(self.engine, amodal_gt, amodal_eval.cocoDt, "segm", cls=cls,
+                             bucket=bucket, template=amodal_eval, rle_iou_max_workers=1,
+                             only_all_100=True)
+        # The reference recomputes everything, as unmodified pycocotools would.
+        dt = (amodal_eval.cocoDt if amodal_eval is not None else
+              _results_coco(self.engine, amodal_gt, self.segm_anns("segmentation")))
+        return _run_eval(self.engine, amodal_gt, dt, "segm", cls=cls, bucket=bucket)
 
 
 _CURRENT_JOB: _Job | None = None
@@ -515,7 +598,8 @@ def _run_group(group: Sequence[str]) -> dict[str, dict]:
         return _CURRENT_JOB.run(group)
 
 
-def _normalize_buckets(buckets: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, float]]:
+def _normalize_buckets(
+        buckets: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, float]]:
     if buckets is None:
         return dict(DEFAULT_OCCLUSION_BUCKETS)
     out = {}
@@ -606,7 +690,7 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
         _CURRENT_JOB = job
         try:
             # fork: the workers inherit the parsed files instead of unpickling them; they send
-            # back a few numbers and one precision slice per category.
+            # back the 12 stats and one AP per category of each evaluation.
             with mp.get_context("fork").Pool(len(groups)) as pool:
                 pending = pool.map_async(_run_group, groups)
                 # The parent's own share while the workers evaluate.
@@ -635,7 +719,7 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
     ratios = np.array([a["occlusion_ratio"] for a in amodal["annotations"]
                        if not a.get("iscrowd", 0)], np.float64)
     for bucket, (lo, hi) in buckets.items():
-        out[f"ap_occ_{bucket}"] = _percent_or_none(results[f"occ:{bucket}"]["stats"][0])
+        out[f"ap_occ_{bucket}"] = _percent_or_none(results[f"occ:{bucket}"]["ap"])
     out["ap_occ_buckets"] = {b: [lo, hi] for b, (lo, hi) in buckets.items()}
     out["ap_occ_ground_truths"] = {b: int(((ratios >= lo) & (ratios < hi)).sum())
                                    for b, (lo, hi) in buckets.items()}
@@ -686,7 +770,7 @@ def write_per_class_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
 # --------------------------------------------------------------------------------------------
 
 # Images per block of the padded (images, detections, ground truths) IoU array.
-_MATCH_BLOCK_ELEMENTS = 20_000_000
+_MATCH_BLOCK_IMAGES = 256
 
 
 def match_detections(predictions: Sequence[Mapping], ground_truth: Sequence[Mapping],
@@ -722,14 +806,22 @@ def match_detections(predictions: Sequence[Mapping], ground_truth: Sequence[Mapp
     g_order = np.argsort(g_img, kind="stable")
     g_count = np.bincount(g_img, minlength=n_images)
     g_start = np.concatenate([[0], np.cumsum(g_count)[:-1]])
-    max_d, max_g = int(d_count.max(initial=0)), int(g_count.max(initial=0))
-    if max_d == 0:
+    if int(d_count.max(initial=0)) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
     det_out, gt_out = [], []
-    block = max(1, _MATCH_BLOCK_ELEMENTS // (max_d * max_g))
-    for first in range(0, n_images, block):
-        imgs = np.arange(first, min(first + block, n_images))
+    # Blocks of images with similar numbers of ground truths and detections keep the padding
+    # of the (images, detections, ground truths) IoU array small.
+    by_size = np.lexsort((d_count, g_count))
+    first = 0
+    while first < n_images:
+        max_g = int(g_count[by_size[min(first + _MATCH_BLOCK_IMAGES, n_images) - 1]])
+        stop = min(first + _MATCH_BLOCK_IMAGES, n_images)
+        imgs = by_size[first:stop]
+        first = stop
+        max_d = int(d_count[imgs].max())
+        if max_d == 0 or max_g == 0:
+            continue
         # Padded (B, D) detection and (B, G) ground-truth index tables, -1 = padding.
         d_slot = np.arange(max_d)
         d_tab = np.where(d_slot < d_count[imgs, None], d_start[imgs, None] + d_slot, -1)
@@ -750,6 +842,8 @@ def match_detections(predictions: Sequence[Mapping], ground_truth: Sequence[Mapp
             taken[rows[ok], best[ok]] = True
             det_out.append(d_tab[rows[ok], r])
             gt_out.append(g_tab[rows[ok], best[ok]])
+    if not det_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     dets = np.concatenate(det_out)
     return dets, gt_index[np.concatenate(gt_out)]
 
@@ -768,16 +862,17 @@ def _box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
-def occlusion_accuracy(predictions: Sequence[Mapping], amodal: Mapping, occlusion_threshold: float = 0.05,
-                       iou_match: float = 0.5) -> dict:
+def occlusion_accuracy(predictions: Sequence[Mapping], amodal: Mapping,
+                       occlusion_threshold: float = 0.05, iou_match: float = 0.5) -> dict:
     """Occlusion classification accuracy on matched detections (OCCLUSION_ACCURACY_DEFINITION).
 
     predictions: validated prediction entries; amodal: the parsed amodal ground truth.
     """
     anns = amodal["annotations"]
     dets, gts = match_detections(predictions, anns, iou_match)
-    truth = np.array([anns[g]["occlusion_ratio"] for g in gts.tolist()], np.float64) > occlusion_threshold
-    predicted = np.array([predictions[d]["occlusion_score"] for d in dets.tolist()], np.float64) > 0.5
+    ratios = np.array([anns[g]["occlusion_ratio"] for g in gts.tolist()], np.float64)
+    scores = np.array([predictions[d]["occlusion_score"] for d in dets.tolist()], np.float64)
+    truth, predicted = ratios > occlusion_threshold, scores > 0.5
 
     def percent(mask: np.ndarray) -> float | None:
         return float(100.0 * (truth[mask] == predicted[mask]).mean()) if mask.any() else None
@@ -801,7 +896,8 @@ def occlusion_accuracy(predictions: Sequence[Mapping], amodal: Mapping, occlusio
 
 def perturbed_predictions(amodal: Mapping, inmodal: Mapping, *, per_image: int = 100,
                           seed: int = 0, detect_rate: float = 0.9, wrong_class_rate: float = 0.05,
-                          duplicate_rate: float = 0.2, empty_image_rate: float = 0.03) -> list[dict]:
+                          duplicate_rate: float = 0.2,
+                          empty_image_rate: float = 0.03) -> list[dict]:
     """Realistic predictions for a ground truth, to test and benchmark the evaluator.
 
     Per image (a fraction ``empty_image_rate`` of images gets none): each ground truth is found
@@ -905,7 +1001,8 @@ def _rasterize(objects: list, h: int, w: int) -> list[dict]:
 
 def _bytes_rle(rle: Mapping) -> dict:
     counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {"size": list(rle["size"]),
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def _str_rle(rle: Mapping) -> dict:
