@@ -87,21 +87,23 @@ def masks_to_rles(masks: Any, threshold: float = 0.5) -> list[dict]:
     probability is above ``threshold`` (torchvision's reference evaluation uses ``> 0.5``).
     Returns K dicts ``{"size": [H, W], "counts": str}``.
     """
-    if hasattr(masks, "detach"):  # torch tensor, possibly on an accelerator
-        masks = masks.detach().to("cpu").numpy()
-    masks = np.asarray(masks)
-    if masks.ndim == 4:
-        if masks.shape[1] != 1:
-            raise ValueError(f"masks: expected (K, 1, H, W), got shape {masks.shape}")
-        masks = masks[:, 0]
-    if masks.ndim != 3:
-        raise ValueError(f"masks: expected (K, 1, H, W) or (K, H, W), got shape {masks.shape}")
-    if masks.shape[0] == 0:
+    shape = tuple(masks.shape)
+    if len(shape) == 4 and shape[1] != 1:
+        raise ValueError(f"masks: expected (K, 1, H, W), got shape {shape}")
+    if len(shape) not in (3, 4):
+        raise ValueError(f"masks: expected (K, 1, H, W) or (K, H, W), got shape {shape}")
+    if shape[0] == 0:
         return []
-    binary = (masks > threshold).astype(np.uint8)
+    if len(shape) == 4:
+        masks = masks[:, 0]
     # pycocotools wants (H, W, K) in Fortran order, i.e. the bytes of a C-ordered (K, W, H).
-    fortran = np.ascontiguousarray(binary.transpose(0, 2, 1)).transpose(2, 1, 0)
-    rles = mask_utils.encode(fortran)
+    # A tensor is thresholded and transposed where it lives (on a GPU: a quarter of the bytes
+    # of float probabilities cross to the host).
+    if hasattr(masks, "detach"):
+        binary = (masks.detach() > threshold).transpose(1, 2).contiguous().to("cpu").numpy()
+    else:
+        binary = np.ascontiguousarray((np.asarray(masks) > threshold).transpose(0, 2, 1))
+    rles = mask_utils.encode(binary.view(np.uint8).transpose(2, 1, 0))
     return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
             for r in rles]
 
@@ -172,8 +174,9 @@ def _rle_problem(value: Any, size: tuple[int, int] | None) -> str | None:
     if (type(rle_size) is not list or len(rle_size) != 2
             or not all(type(v) is int and v >= 0 for v in rle_size)):
         return f"RLE size must be [height, width], got {rle_size!r}"
-    if type(value["counts"]) is not str:
-        return "RLE counts must be a compressed string"
+    if type(value["counts"]) is not str or not value["counts"].isascii():
+        # (the runs the string encodes are not decoded here: ~40 s for a KINS-scale file)
+        return "RLE counts must be a compressed (ASCII) string"
     if size is not None and (rle_size[0] != size[0] or rle_size[1] != size[1]):
         return f"RLE size {rle_size} differs from the image size {list(size)}"
     return None
@@ -229,11 +232,53 @@ def load_predictions(path: str | os.PathLike, gt_image_ids: Collection[int],
     image_ids = (gt_image_ids if isinstance(gt_image_ids, (set, frozenset, dict))
                  else set(gt_image_ids))
     category_ids = set(gt_category_ids)
+    size_lists = ({i: [h, w] for i, (h, w) in image_sizes.items()}
+                  if image_sizes is not None else None)
     for i, entry in enumerate(data):
+        if _entry_ok(entry, image_ids, category_ids, size_lists):
+            continue
         problem = _entry_problem(entry, image_ids, category_ids, image_sizes)
         if problem is not None:
             raise InputError(path, problem, record=f"prediction {i}")
     return data
+
+
+_KEYS = frozenset(PREDICTION_KEYS)
+_isfinite = math.isfinite
+
+
+def _entry_ok(entry: Any, image_ids: Collection[int], category_ids: Collection[int],
+              size_lists: Mapping[int, list[int]] | None) -> bool:
+    """The checks of :func:`_entry_problem` in one expression (2.5x faster on 700k entries);
+    False sends the entry to _entry_problem for the reason."""
+    try:
+        if type(entry) is not dict or not _KEYS <= entry.keys():
+            return False
+        image_id, box = entry["image_id"], entry["bbox"]
+        score, occlusion = entry["score"], entry["occlusion_score"]
+        seg, inseg = entry["segmentation"], entry["inmodal_segmentation"]
+        if not (type(image_id) is int and image_id in image_ids
+                and type(entry["category_id"]) is int and entry["category_id"] in category_ids
+                and type(box) is list and len(box) == 4
+                and type(score) in (int, float) and _isfinite(score)
+                and type(occlusion) in (int, float) and _isfinite(occlusion)
+                and type(seg) is dict and type(inseg) is dict):
+            return False
+        x, y, w, h = box
+        if not (type(x) in (int, float) and type(y) in (int, float) and type(w) in (int, float)
+                and type(h) in (int, float) and _isfinite(x) and _isfinite(y)
+                and _isfinite(w) and _isfinite(h) and w >= 0 and h >= 0):
+            return False
+        expected = size_lists[image_id] if size_lists is not None else None
+        for rle in (seg, inseg):
+            size, counts = rle["size"], rle["counts"]
+            if not (type(counts) is str and counts.isascii() and type(size) is list
+                    and len(size) == 2 and type(size[0]) is int and type(size[1]) is int
+                    and size[0] >= 0 and size[1] >= 0 and (expected is None or size == expected)):
+                return False
+        return True
+    except (KeyError, TypeError):
+        return False
 
 
 def _read_json_fast(path: str | os.PathLike) -> Any:
@@ -375,20 +420,19 @@ def _results_coco(engine: str, gt, anns: list[dict]):
     """The detections as a COCO object, as ``gt.loadRes(anns)`` builds it.
 
     ``pycocotools`` calls loadRes itself (the reference path; its loadRes cannot take an empty
-    list, so that case gets the same empty object built by hand). ``faster`` fills the fields
-    the evaluation reads (``area``, ``id``, ``iscrowd``; a box polygon for boxes) with
-    pycocotools calls on 255 masks at a time instead of one per detection: same values.
+    list, so that case gets the same empty object built by hand). ``faster`` fills only the
+    fields an evaluation reads (``area``, ``id``, ``iscrowd``), mask areas with pycocotools
+    calls on 255 masks at a time instead of one per detection: the same values.
     """
     COCO, _ = _engine(engine)
     if engine == "pycocotools" and anns:
         with _quiet():
             return gt.loadRes(anns)
     if anns and "bbox" in anns[0]:
+        # No box polygon as "segmentation" (loadRes adds one): a bbox evaluation never reads it.
         for i, ann in enumerate(anns, 1):
-            x, y, w, h = ann["bbox"]
-            if "segmentation" not in ann:
-                ann["segmentation"] = [[x, y, x, y + h, x + w, y + h, x + w, y]]
-            ann["area"] = w * h
+            box = ann["bbox"]
+            ann["area"] = box[2] * box[3]
             ann["id"] = i
             ann["iscrowd"] = 0
     elif anns:
@@ -620,8 +664,8 @@ def _normalize_buckets(
 def _groups(names: list[str], workers: int) -> list[list[str]]:
     """Split the evaluations over ``workers`` processes.
 
-    The occlusion buckets reuse the amodal IoUs, so they run with the amodal evaluation; the
-    other worker takes Det and Inmodal (about as much work on KINS-like data).
+    The occlusion buckets reuse the amodal evaluation, so they run in its process; the other
+    worker takes Det and Inmodal (about as much work on KINS-like data: 32 and 25 s here).
     """
     if workers <= 1:
         return [names]
