@@ -70,7 +70,7 @@ def test_params_hash_ignores_logistics_but_not_numbers():
     base = h()
     assert h("train.workers=0", "train.log_every=7", "train.checkpoint_every=9", "train.device=cpu") == base
     assert h("train.seed=1") != base and h("model.mlc_box_level=2") != base
-    assert h("profiles.smoke.train.lr=0.01") != base
+    assert h("profiles.smoke.train.lr=0.03") != base
 
 
 @pytest.mark.parametrize("override, message", [
