@@ -324,19 +324,8 @@ class AmodalDataset(torch.utils.data.Dataset):
         corruption past the header is still found when the item is loaded.
         Raises InputError(path, reason, record="image <id>") for the first bad image.
         """
-        from PIL import Image
-
         for k in range(len(self)):
-            path = self.image_path(k)
-            record = f"image {self._images[k]['id']}"
-            if not path.is_file():
-                raise InputError(path, "image file not found", record=record)
-            try:
-                with Image.open(path) as im:
-                    size = im.size
-            except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-                raise InputError(path, f"cannot read image ({exc})", record=record) from None
-            self._check_size(path, record, size, self._images[k])
+            self._read_image(k, decode=False)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
         if isinstance(key, tuple):
@@ -366,8 +355,11 @@ class AmodalDataset(torch.utils.data.Dataset):
             raise InputError(path, f"image is {size[0]}x{size[1]}, the annotation file says "
                              f"{info['width']}x{info['height']}", record=record)
 
-    def _load_image(self, index: int) -> Tensor:
-        """(3, H, W) float32 in [0, 1]; bad files raise InputError naming path and image."""
+    def _read_image(self, index: int, decode: bool = True) -> np.ndarray | None:
+        """The image as (H, W, 3) uint8 (``decode=False``: header and size check only).
+
+        A missing, unreadable or wrongly sized file raises InputError naming path and image.
+        """
         from PIL import Image
 
         info = self._images[index]
@@ -380,11 +372,15 @@ class AmodalDataset(torch.utils.data.Dataset):
                 # check the header size before paying for the decode
                 self._check_size(path, record, im.size, info)
                 # np.array copies (PIL's buffer is read-only, torch wants writable memory)
-                array = np.array(im.convert("RGB"))
+                return np.array(im.convert("RGB")) if decode else None
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
             raise InputError(path, f"cannot read image ({exc})", record=record) from None
+
+    def _load_image(self, index: int) -> Tensor:
+        """(3, H, W) float32 in [0, 1]; bad files raise InputError naming path and image."""
+        array = self._read_image(index)
         # one pass: HWC uint8 -> contiguous CHW float32
         image = torch.from_numpy(array).permute(2, 0, 1).to(torch.float32,
                                                               memory_format=torch.contiguous_format)
