@@ -46,7 +46,7 @@ Goals (from the issue): every variant at R50 trains at >= 80 % of the 1-thread p
 engine step is within 10 % of the bare step. Whether each is met is computed, never set.
 The JSON is rewritten (atomically) after every section, with ``complete: false`` until the end.
 
-    .venv/bin/python bench/train.py                        # full run (about 40-60 min on 2 cores)
+    .venv/bin/python bench/train.py                        # full run: 30 min on a quiet 2-core machine
     .venv/bin/python bench/train.py --quick --out /tmp/train_quick.json   # minutes, tiny sizes
     .venv/bin/python bench/train.py --variants mrcnn,mrcnn_asn --reps 5
 """
