@@ -4,7 +4,6 @@ to one process over the same global batch, checkpoint safety and bad input."""
 from __future__ import annotations
 
 import math
-import os
 import signal
 import socket
 import subprocess

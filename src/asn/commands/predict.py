@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from asn.engine.checkpoint import build_model_from_checkpoint
     from asn.engine.distributed import resolve_device
     from asn.eval.coco import detections_to_results
+    from asn.eval.inference import output_to_cpu
     from asn.eval.overlay import draw_predictions, save_png
     from asn.io import write_json_atomic
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 output = model([tensor])[0]
-            output = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()}
+            output = output_to_cpu(output)
             keep = output["scores"] >= args.score_threshold
             output = {k: v[keep] for k, v in output.items()}
             entries = detections_to_results(output, image_id, label_to_category, mask_threshold=args.mask_threshold)

@@ -83,12 +83,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:
     """Load a state dict into ``model``, naming the file when it belongs to another model."""
     try:
-        result = model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()
         detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
         raise InputError(path, f"checkpoint does not fit this model: {detail}") from None
-    del result
 
 
 def build_model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"):

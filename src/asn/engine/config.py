@@ -68,6 +68,10 @@ class RunConfig:
     model: dict[str, Any]
     train: TrainConfig
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain containers (for config.json and the checkpoint's ``run``)."""
+        return {"profile": self.profile, "model": self.model, "train": asdict(self.train)}
+
     def hash_payload(self, amp: bool) -> dict[str, Any]:
         return {"profile": self.profile, "model": self.model, "train": self.train.numeric(), "amp": bool(amp)}
 
@@ -155,4 +159,4 @@ def _check_train(c: TrainConfig, source: str) -> None:
 
 def dumps_config(run: RunConfig) -> bytes:
     """JSON of a run's configuration (written next to its checkpoint)."""
-    return dumps_json({"profile": run.profile, "model": run.model, "train": asdict(run.train)}, indent=True)
+    return dumps_json(run.as_dict(), indent=True)

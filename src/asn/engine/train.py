@@ -21,7 +21,6 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -230,7 +229,7 @@ def train(
                 save_checkpoint(checkpoint_path, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "lr_scheduler": scheduler.state_dict(), "grad_scaler": scaler.state_dict(),
-                    "iteration": done, "rng": rng_state(done), "run": _run_dict(run),
+                    "iteration": done, "rng": rng_state(done), "run": run.as_dict(),
                     "params_hash": p_hash, "data_hash": d_hash, "label_map": dataset.label_map(),
                     "variant": run.model["variant"], "log": log_rows,
                 })
@@ -307,10 +306,6 @@ def _step(model, optimizer, scaler, images, targets, *, device, amp, accumulate,
     scaler.step(optimizer)
     scaler.update()
     return totals
-
-
-def _run_dict(run: RunConfig) -> dict[str, Any]:
-    return {"profile": run.profile, "model": run.model, "train": asdict(run.train)}
 
 
 def _summary(run: RunConfig, rows: list[dict[str, float]], p_hash: str, d_hash: str, amp: bool,

@@ -9,6 +9,11 @@ from typing import Any, Mapping
 import torch
 
 
+def output_to_cpu(output: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model output on the CPU, floating tensors as float32 (AMP gives float16 on CUDA)."""
+    return {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()}
+
+
 def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2, workers: int = 0,
                     mask_threshold: float = 0.5, label_to_category: Mapping[int, int],
                     progress: bool = True) -> tuple[list[dict[str, Any]], float]:
@@ -41,8 +46,7 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
                 torch.cuda.synchronize(device)
             seconds += time.perf_counter() - t0
             for output, target in zip(outputs, targets):
-                output = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()}
-                results.extend(detections_to_results(output, int(target["image_id"]), label_to_category,
+                results.extend(detections_to_results(output_to_cpu(output), int(target["image_id"]), label_to_category,
                                                      mask_threshold=mask_threshold))
             if bar is not None:
                 bar.update(len(images))
