@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test install bench clean-venv help
+.PHONY: run test install bench ui clean-venv help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -29,8 +29,17 @@ run: $(STAMP)  ## set up and run the default pipeline (dvc repro) on the embedde
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
 # PYTEST_ARGS selects tests, e.g. `make test PYTEST_ARGS="-k convert"`.
 test: $(STAMP)  ## run the whole test suite
-	@$(BIN)/python -m pytest -n 2 -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n 2 --dist loadscope -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+UI_PORT ?= 5000
+MLFLOW_STORE := $(if $(MLFLOW_TRACKING_URI),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
+
+# Browse every run: one MLflow experiment per table, one run per (variant, seed).
+ui: $(STAMP)  ## browse the MLflow runs (mlflow ui on 127.0.0.1:UI_PORT, default 5000)
+	@case "$(MLFLOW_STORE)" in http*) echo "MLFLOW_TRACKING_URI is a server: open $(MLFLOW_STORE)"; exit 0;; esac; \
+	echo "MLflow UI at http://127.0.0.1:$(UI_PORT) (store $(MLFLOW_STORE)); Ctrl-C stops it"; \
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_STORE)" --host 127.0.0.1 --port $(UI_PORT)
 
 bench: $(STAMP)  ## run the benchmark scripts; JSON lands in reports/bench/
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -32,7 +32,7 @@ TINY_SETS = [
 
 def env(threads: int = 1) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                PYTHONHASHSEED="0", DVC_NO_ANALYTICS="1", MPLBACKEND="Agg")
+                PYTHONHASHSEED="0", DVC_NO_ANALYTICS="1", MPLBACKEND="Agg", ASN_NO_TRACKING="1")
 
 
 def asn(*args: str, check: bool = True, threads: int = 1, **kwargs) -> subprocess.CompletedProcess:

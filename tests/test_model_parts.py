@@ -228,6 +228,17 @@ def test_builder_rejects_unknown_names_and_lists_valid_ones():
         build_model("mrcnn_asn", 4, backbone="resnet18_fpn_small", mlc_box_level=4)
     with pytest.raises(ValueError, match="occlusion"):
         build_model("mrcnn", 4, backbone="resnet18_fpn_small", mlc=True)
+    with pytest.raises(ValueError, match="anchor_sizes must be 5"):
+        build_model("mrcnn", 4, backbone="resnet18_fpn_small", anchor_sizes=[8, 16, 32])
+
+
+def test_anchor_sizes_follow_the_preset_and_the_override():
+    def sizes(model):
+        return [s[0] for s in model.rpn.anchor_generator.sizes]
+
+    assert sizes(build_model("mrcnn", 4, backbone="resnet50_fpn")) == [32, 64, 128, 256, 512]
+    assert sizes(build_model("mrcnn", 4, backbone="resnet18_fpn_small")) == [8, 16, 32, 64, 128]
+    assert sizes(build_model("mrcnn", 4, backbone="resnet18_fpn_small", anchor_sizes=[4, 8, 16, 32, 64])) == [4, 8, 16, 32, 64]
 
 
 def test_variant_defaults_cover_every_variant_and_knob():

@@ -4,6 +4,7 @@ to one process over the same global batch, checkpoint safety and bad input."""
 from __future__ import annotations
 
 import math
+import re
 import signal
 import socket
 import subprocess
@@ -232,8 +233,8 @@ def test_torchrun_two_ranks_equal_one_process_accumulating(world, tmp_path):
            *train_args(world, ddp_out, *extra)[1:]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    digests = {line.split()[1].rstrip(":"): line.split()[-1] for line in proc.stderr.splitlines()
-               if "parameters sha256" in line}
+    # two processes share one stderr pipe: lines may interleave, so match the pattern, not lines
+    digests = dict(re.findall(r"rank (\d+): parameters sha256 ([0-9a-f]{64})", proc.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], proc.stderr[-2000:]
     asn(*train_args(world, single_out, *extra, "--set", "train.accumulate=2"))
     ddp, single = model_state(ddp_out / "checkpoint.pt"), model_state(single_out / "checkpoint.pt")

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "consistency": ("consistency", "mean mask IoU between annotation sets of the same images (Table 3)"),
     "train": ("train", "train one model (variant, seed) of the params.yaml profile; resumable, DDP via torchrun"),
     "evaluate": ("evaluate", "checkpoint -> predictions on a split -> Det / Amodal / Inmodal AP (COCO)"),
+    "aggregate": ("aggregate", "per-seed metrics -> Table 4 (mean ± variance, paper beside), figure, MLflow parent run"),
     "predict": ("predict", "checkpoint + your own images -> predictions JSON and overlay PNGs"),
 }
 

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter, e.g. --set eval.engine=pycocotools (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from asn.commands.train import add_tracking_arguments
+
+    add_tracking_arguments(parser)
 
 
 def eval_options(params, source: str) -> dict:
@@ -72,8 +75,16 @@ def run(args: argparse.Namespace) -> int:
     per_class = metrics.pop("per_class", [])
     metrics["run"] = run_info
     metrics["files"]["per_class"] = str(args.out / "per_class.csv")
+    if run_info.get("params_hash") and run_info.get("data_hash"):
+        from asn.tracking import run_key, run_reference
+
+        key = run_key(args.experiment, run_info["variant"], run_info["seed"], run_info["params_hash"],
+                      run_info["data_hash"])
+        metrics["mlflow"] = run_reference(args.experiment, key)
     write_per_class_csv(per_class, args.out / "per_class.csv")
     write_json_atomic(args.out / "metrics.json", metrics, indent=True)
+    if "mlflow" in metrics and not args.no_tracking:
+        log_evaluation(metrics, args.out)
     print(f"evaluate: det AP {metrics['det_ap']:.1f}, amodal AP {metrics['amodal_ap']:.1f}, "
           f"inmodal AP {metrics['inmodal_ap']:.1f} (AP50 {metrics['amodal_ap_50']:.1f} amodal); "
           f"wrote {args.out / 'metrics.json'}", file=sys.stderr)
@@ -110,3 +121,31 @@ def _predict(args, options: dict, predictions_path: Path) -> tuple[dict, float]:
                 "iteration": int(checkpoint["iteration"]), "params_hash": checkpoint.get("params_hash"),
                 "data_hash": checkpoint.get("data_hash")}
     return run_info, float(checkpoint["run"]["model"].get("occlusion_threshold", 0.05))
+
+
+def log_evaluation(metrics: dict, out_dir: Path) -> None:
+    """Complete the (variant, seed) run opened by `asn train` with the final metrics and files.
+
+    When training was restored from DVC's run-cache (so it never logged here), the run is
+    created now with the same deterministic key.
+    """
+    from asn.tracking import Tracker, git_commit
+
+    tracker = Tracker()
+    run = metrics["run"]
+    reference = metrics["mlflow"]
+    run_id = tracker.start_run(
+        reference["experiment"], reference["run_key"], name=f"{run['variant']}-seed{run['seed']}",
+        kind="train+evaluate", replace=False,
+        tags={"variant": run["variant"], "seed": run["seed"], "profile": run["profile"],
+              "params_hash": run["params_hash"], "data_hash": run["data_hash"]})
+    values = {k: float(v) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+    tracker.log_metrics(run_id, values, step=int(run.get("iteration", 0)))
+    tracker.set_tags(run_id, {"eval_commit": git_commit(), "eval_dir": str(out_dir)})
+    tracker.log_artifacts(run_id, [out_dir / name for name in ("metrics.json", "per_class.csv", "predictions.json")],
+                          "eval")
+    tracker.end_run(run_id)
+    if run_id:
+        print(f"mlflow: logged the metrics to experiment {reference['experiment']!r} ({tracker.uri}), "
+              f"run {run_id}", file=sys.stderr)

@@ -28,7 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a parameter, e.g. --set profiles.smoke.train.iterations=50 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt when it exists")
     parser.add_argument("--no-progress", action="store_true", help="plain periodic log lines instead of a progress bar")
+    add_tracking_arguments(parser)
     parser.add_argument("--stop-after", type=int, metavar="N", help=argparse.SUPPRESS)
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", default="table4",
+                        help="MLflow experiment (one per table; default: %(default)s)")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help="do not log to MLflow (store: MLFLOW_TRACKING_URI, else ./mlflow.db)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,10 +47,44 @@ def run(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)
     config = resolve(params, str(args.params), variant=args.variant, seed=args.seed)
     summary = train(config, gt_dir=args.gt, images_dir=args.images, out_dir=args.out, split=args.split,
-                    resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
+                    resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after,
+                    experiment=args.experiment)
+    if summary.get("complete") and not args.no_tracking:
+        log_training(args.experiment, config, summary, args.out)
     losses = summary["final_losses_mean_last_20"]
     if losses:
         print(f"train: {summary['variant']} seed {summary['seed']}: {summary['iterations']} iterations, "
               f"loss (mean of the last 20) {losses.get('loss', float('nan')):.4f}; wrote {args.out}",
               file=sys.stderr)
     return 0
+
+
+def log_training(experiment: str, config, summary: dict, out_dir: Path) -> None:
+    """Open the (variant, seed) run in MLflow: params, hashes, commit, loss curves, artifacts."""
+    import csv
+
+    from asn.tracking import Tracker, git_commit
+
+    tracker = Tracker()
+    if not tracker.enabled:  # not rank 0
+        return
+    variant, seed = summary["variant"], summary["seed"]
+    run_id = tracker.start_run(
+        experiment, summary["mlflow"]["run_key"], name=f"{variant}-seed{seed}", kind="train+evaluate",
+        replace=True, tags={"variant": variant, "seed": seed, "profile": summary["profile"],
+                            "params_hash": summary["params_hash"], "data_hash": summary["data_hash"],
+                            "git_commit": git_commit(), "out_dir": str(out_dir)})
+    tracker.log_params(run_id, {**config.as_dict(), "params_hash": summary["params_hash"],
+                                "data_hash": summary["data_hash"]})
+    log_csv = out_dir / "train_log.csv"
+    if log_csv.is_file():
+        with open(log_csv, newline="") as handle:
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+        tracker.log_history(run_id, rows, step_key="iteration")
+    tracker.log_artifacts(run_id, [out_dir / name for name in (
+        "train_log.csv", "train_summary.json", "config.json", "label_map.json")], "train")
+    tracker.log_artifacts(run_id, [out_dir / "checkpoint.pt"], "checkpoint")
+    tracker.end_run(run_id)
+    if run_id:
+        print(f"mlflow: logged {variant} seed {seed} to experiment {experiment!r} ({tracker.uri}), "
+              f"run {run_id}", file=sys.stderr)

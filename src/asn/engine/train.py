@@ -35,6 +35,7 @@ from asn.engine.distributed import World, barrier, init_world, mean_over_ranks, 
 from asn.engine.schedule import build_scheduler
 from asn.errors import AsnError, InputError
 from asn.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from asn.tracking import run_key, run_reference
 
 CHECKPOINT = "checkpoint.pt"
 LOG_CSV = "train_log.csv"
@@ -139,6 +140,7 @@ def train(
     progress: bool = True,
     stop_after: Optional[int] = None,
     on_log: Optional[Callable[[dict[str, float]], None]] = None,
+    experiment: str = "table4",
 ) -> dict[str, Any]:
     """Train ``run`` on ``<gt_dir>/<split>_{amodal,inmodal}.json`` + images into ``out_dir``.
 
@@ -146,8 +148,9 @@ def train(
     ``train_log.csv``, ``label_map.json``, ``config.json`` and ``train_summary.json`` (rank 0).
     ``resume``: continue from ``out_dir/checkpoint.pt`` when it exists (refused when its params
     or data hash differ). ``stop_after``: stop (with a checkpoint) after that many iterations
-    in total, for tests. ``on_log`` receives each iteration's log row on rank 0 (MLflow).
-    Returns the summary dict.
+    in total, for tests. ``on_log`` receives each iteration's log row on rank 0. ``experiment``
+    names the MLflow experiment in the summary's deterministic run reference (see asn.tracking).
+    Returns the summary dict (``complete``: all iterations done; ``seconds``: this call's time).
     """
     from asn.data.dataset import AmodalDataset, GroupedBatchSampler, build_loader, data_hash
     from asn.model import build_model_from_params
@@ -268,7 +271,7 @@ def train(
         if world.distributed:
             # every rank says what it holds: DDP keeps them equal, and anyone can check it
             print(f"rank {world.rank}: parameters sha256 {parameters_digest(model)}", file=sys.stderr, flush=True)
-        summary = _summary(run, log_rows, p_hash, d_hash, amp, world, device)
+        summary = _summary(run, log_rows, p_hash, d_hash, amp, world, device, experiment)
         if world.is_main:
             if end == cfg.iterations:
                 write_json_atomic(out_dir / SUMMARY, summary, indent=True)
@@ -277,6 +280,7 @@ def train(
                 print(f"{label}: {done_now} iterations in {_format_seconds(seconds)} "
                       f"({done_now / seconds:.2f} it/s) on {device} x{world.size}", file=sys.stderr)
         summary["seconds"] = seconds
+        summary["complete"] = end == cfg.iterations
         return summary
     finally:
         shutdown(world)
@@ -309,7 +313,7 @@ def _step(model, optimizer, scaler, images, targets, *, device, amp, accumulate,
 
 
 def _summary(run: RunConfig, rows: list[dict[str, float]], p_hash: str, d_hash: str, amp: bool,
-             world: World, device: torch.device) -> dict[str, Any]:
+             world: World, device: torch.device, experiment: str) -> dict[str, Any]:
     """Final figures without wall-clock times (so the file is a function of its inputs)."""
     tail = rows[-min(len(rows), 20):]
     mean_tail = {k: float(np.mean([r[k] for r in tail if k in r]))
@@ -320,4 +324,5 @@ def _summary(run: RunConfig, rows: list[dict[str, float]], p_hash: str, d_hash: 
         "lr": run.train.scaled_lr, "amp": amp, "world_size": world.size, "device_type": device.type,
         "params_hash": p_hash, "data_hash": d_hash,
         "final_losses_mean_last_20": mean_tail,
+        "mlflow": run_reference(experiment, run_key(experiment, run.model["variant"], run.train.seed, p_hash, d_hash)),
     }

@@ -4,7 +4,7 @@
 uses by default (each value can still be overridden): ``resnet50_fpn`` is the paper's,
 ``resnet18_fpn`` a full-width lighter one, ``resnet18_fpn_small`` the smoke (CPU) profile from
 NOTES.md: ResNet-18 body + 64-channel FPN + 64-channel box / mask convs + 256-wide box FC,
-128 sampled RoIs, 300 RPN proposals, 128x416 images.
+64 sampled RoIs (128 in NOTES), 300 RPN proposals, 128x416 images, anchors 8..128 px.
 
 ImageNet weights come only from a local file (``weights_path``), read with
 ``torch.load(weights_only=True)``; with weights the batch norms are frozen and the first
@@ -29,7 +29,7 @@ _PAPER_SIZES: dict[str, Any] = dict(
     min_size=800, max_size=1333, box_conv_channels=256, box_fc_dim=1024, mask_conv_channels=256,
     rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
     rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000,
-    box_batch_size_per_image=512,
+    box_batch_size_per_image=512, anchor_sizes=(32, 64, 128, 256, 512),
 )
 
 BACKBONES: dict[str, dict[str, Any]] = {
@@ -40,7 +40,9 @@ BACKBONES: dict[str, dict[str, Any]] = {
         box_conv_channels=64, box_fc_dim=256, mask_conv_channels=64,
         rpn_pre_nms_top_n_train=600, rpn_pre_nms_top_n_test=300,
         rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=300,
-        box_batch_size_per_image=128,
+        box_batch_size_per_image=64,  # RoIAlign backward is single-threaded on CPU: 64 sampled RoIs, not 128
+        # objects in the 128 px tall smoke images are 6-60 px (median 19): anchors a quarter of the paper's
+        anchor_sizes=(8, 16, 32, 64, 128),
     ),
 }
 

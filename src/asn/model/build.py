@@ -24,7 +24,7 @@ occlusion_rule ("ratio" = paper, "released" = any occluded pixel in the RoI wind
 mlc_box_level a / mlc_mask_level b (0..3, see :mod:`asn.model.mlc`), mlc_extraction_fusion
 ("concat"|"add"), mlc_order_adjust, mlc_extraction_convs / mlc_combination_convs (1..3),
 mlc_variant ("paper"|"released"), and sizes: min_size, max_size, fpn_channels,
-box_conv_channels, box_fc_dim, mask_conv_channels, rpn_{pre,post}_nms_top_n_{train,test},
+box_conv_channels, box_fc_dim, mask_conv_channels, rpn_{pre,post}_nms_top_n_{train,test}, anchor_sizes (one per P2..P6),
 box_batch_size_per_image, box_positive_fraction, box_score_thresh, box_nms_thresh,
 box_detections_per_img, trainable_backbone_layers (None = 3 with weights, 5 without).
 """
@@ -190,7 +190,10 @@ def build_model(
         box_pool = MultiScaleRoIAlign(_FEATURE_NAMES, 7, sampling_ratio=2)
         mask_pool = MultiScaleRoIAlign(_FEATURE_NAMES, 14, sampling_ratio=2)
 
-    anchor_generator = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    anchor_sizes = tuple(int(size) for size in config["anchor_sizes"])
+    if len(anchor_sizes) != 5 or any(size <= 0 for size in anchor_sizes):
+        raise ValueError(f"anchor_sizes must be 5 positive ints (P2..P6), got {config['anchor_sizes']!r}")
+    anchor_generator = AnchorGenerator(tuple((size,) for size in anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
     rpn = RegionProposalNetwork(
         anchor_generator, RPNHead(channels, anchor_generator.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,

@@ -1,0 +1,77 @@
+"""Seed statistics and the Table 4 files: mean and sample variance, the comparison rule,
+missing seeds refused by name, the table's provenance header and paper side columns."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from asn.errors import InputError
+from asn.eval.seeds import PAPER_TABLE4, build_table, collect, compare, plot, render_csv, render_markdown, seed_stats
+
+
+def test_seed_stats_sample_variance():
+    values = [30.1, 30.5, 29.8, 30.9, 30.2]
+    stats = seed_stats(values)
+    assert stats["mean"] == pytest.approx(statistics.mean(values))
+    assert stats["variance"] == pytest.approx(statistics.variance(values))  # sample, n - 1
+    assert stats["n"] == 5 and stats["min"] == 29.8 and stats["max"] == 30.9
+    assert seed_stats([1.0])["variance"] is None
+    with pytest.raises(ValueError):
+        seed_stats([])
+
+
+def test_compare_separation_and_welch():
+    apart = compare([5.0, 5.2, 5.1], [4.0, 4.1, 3.9])
+    assert apart["separated"] and apart["difference"] == pytest.approx(1.1) and apart["welch_p"] < 0.01
+    overlap = compare([5.0, 4.0, 4.5], [4.2, 4.8, 4.4])
+    assert not overlap["separated"] and overlap["welch_p"] > 0.5
+    assert compare([1.0], [2.0])["welch_p"] is None
+
+
+def _write(root, variant, seed, amodal, **extra):
+    folder = root / f"{variant}-{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(
+        {"det_ap": amodal + 1, "amodal_ap": amodal, "inmodal_ap": amodal - 1, **extra}))
+
+
+def test_collect_names_the_missing_file(tmp_path):
+    _write(tmp_path, "mrcnn", 0, 10.0)
+    with pytest.raises(InputError, match=r"mrcnn-1[/\\]metrics.json.*mrcnn seed 1"):
+        collect(tmp_path, ["mrcnn"], [0, 1])
+    (tmp_path / "mrcnn-1").mkdir()
+    (tmp_path / "mrcnn-1" / "metrics.json").write_text("{")
+    with pytest.raises(InputError, match="not valid JSON"):
+        collect(tmp_path, ["mrcnn"], [0, 1])
+
+
+def test_table_files(tmp_path):
+    for seed, (base, asn) in enumerate([(10.0, 12.0), (10.4, 12.5), (9.8, 11.9)]):
+        _write(tmp_path, "mrcnn", seed, base)
+        _write(tmp_path, "mrcnn_asn", seed, asn)
+    table = build_table(collect(tmp_path, ["mrcnn", "mrcnn_asn"], [0, 1, 2]))
+    markdown = render_markdown(table, title="Table 4", header={"Data": "synthetic", "Git commit": "abc"},
+                               command="dvc repro aggregate")
+    assert "10.1 ± 0.09" in markdown  # mean 10.07, sample variance 0.0933
+    assert "| 30.9 | 29.3 | 26.6 |" in markdown and "paper-reported numbers on KINS" in markdown
+    assert "`mrcnn_asn` vs `mrcnn`, Amodal Seg: 2.07 AP higher, beyond the seed spread" in markdown
+    assert "**Git commit**: abc" in markdown and "sample (ddof=1" in markdown
+    rows = render_csv(table).splitlines()
+    assert rows[0].startswith("variant,name,seeds,det_ap_mean") and len(rows) == 3
+    assert rows[2].split(",")[:3] == ["mrcnn_asn", "Mask R-CNN + ASN", "3"]
+    plot(table, tmp_path / "t.png", title="t")
+    first = (tmp_path / "t.png").read_bytes()
+    plot(table, tmp_path / "t.png", title="t")
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "t.png").read_bytes() == first  # same table, same bytes
+
+
+def test_paper_rows_cover_table4_variants():
+    import yaml
+
+    from engine_helpers import PARAMS
+
+    variants = yaml.safe_load(PARAMS.read_text())["table4"]["variants"]
+    assert set(variants) == set(PAPER_TABLE4)

@@ -1,0 +1,166 @@
+"""MLflow tracking: one run per (variant, seed) opened by `asn train` and completed by
+`asn evaluate` (params, hashes, commit, loss curves, metrics, artifacts), found from the metrics
+JSON's deterministic run key; an unreachable store reported once while every file is still
+written; the aggregate as a parent run of the per-seed runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import pytest
+
+from engine_helpers import PARAMS, ROOT, asn, env, make_world, sets
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory):
+    """An initialised sqlite store (schema migrations take seconds), copied per test."""
+    from asn.tracking import Tracker
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{path}")
+    assert tracker.experiment_id("warmup") is not None, "could not create an MLflow store"
+    return path
+
+
+@pytest.fixture
+def store(template_store, tmp_path):
+    path = tmp_path / "mlflow.db"
+    shutil.copy(template_store, path)
+    return f"sqlite:///{path}"
+
+
+def client(uri):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def tracked_env(uri):
+    variables = env()
+    variables.pop("ASN_NO_TRACKING")
+    variables["MLFLOW_TRACKING_URI"] = uri
+    return variables
+
+
+def test_run_key_is_deterministic_and_input_sensitive():
+    from asn.tracking import run_key
+
+    key = run_key("table4", "mrcnn", 0, "p" * 64, "d" * 64)
+    assert key == run_key("table4", "mrcnn", 0, "p" * 64, "d" * 64) and len(key) == 32
+    assert len({key, run_key("table5", "mrcnn", 0, "p" * 64, "d" * 64), run_key("table4", "mrcnn", 1, "p" * 64, "d" * 64),
+                run_key("table4", "mrcnn", 0, "q" * 64, "d" * 64), run_key("table4", "mrcnn_asn", 0, "p" * 64, "d" * 64)}) == 5
+
+
+def test_tracker_one_live_run_per_key(store):
+    from asn.tracking import Tracker
+
+    tracker = Tracker(store)
+    first = tracker.start_run("t", "k", name="a", kind="x", replace=True)
+    tracker.log_history(first, [{"iteration": i, "loss": 1.0 / i} for i in range(1, 1201)], "iteration")
+    assert tracker.find_run("t", "k") == first
+    assert tracker.start_run("t", "k", name="a", kind="x", replace=False) == first  # evaluate reopens it
+    second = tracker.start_run("t", "k", name="a", kind="x", replace=True)  # a re-run replaces it
+    assert second != first and tracker.find_run("t", "k") == second
+    assert [r.info.run_id for r in tracker.runs("t")] == [second]
+    assert len(client(store).get_metric_history(first, "loss")) == 1200
+
+
+def test_train_then_evaluate_fill_one_run(store, tmp_path):
+    world = make_world(tmp_path)
+    run, out = tmp_path / "run", tmp_path / "eval"
+    common = dict(env=tracked_env(store), cwd=ROOT, capture_output=True, text=True)
+    import subprocess
+    import sys
+
+    train = subprocess.run([sys.executable, "-m", "asn.cli", "train", "--params", str(PARAMS), "--gt", str(world["gt"]),
+                            "--images", str(world["train_images"]), "--out", str(run), "--no-progress",
+                            "--variant", "mrcnn_asn", "--seed", "3", *sets()], **common)
+    assert train.returncode == 0, train.stderr[-3000:]
+    evaluate = subprocess.run([sys.executable, "-m", "asn.cli", "evaluate", "--params", str(PARAMS), "--gt",
+                               str(world["gt"]), "--split", "test", "--checkpoint", str(run / "checkpoint.pt"),
+                               "--images", str(world["test_images"]), "--out", str(out), "--no-progress",
+                               "--set", "eval.workers=0"], **common)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mlflow"] == summary["mlflow"] and metrics["mlflow"]["experiment"] == "table4"
+
+    mlflow_client = client(store)
+    experiment = mlflow_client.get_experiment_by_name("table4")
+    runs = mlflow_client.search_runs([experiment.experiment_id], filter_string=metrics["mlflow"]["search"])
+    assert len(runs) == 1
+    found = runs[0]
+    assert found.info.status == "FINISHED" and found.info.run_name == "mrcnn_asn-seed3"
+    assert found.data.tags["params_hash"] == summary["params_hash"]
+    assert found.data.tags["data_hash"] == summary["data_hash"]
+    assert found.data.tags["git_commit"]
+    assert found.data.params["model.variant"] == "mrcnn_asn" and found.data.params["train.seed"] == "3"
+    history = mlflow_client.get_metric_history(found.info.run_id, "loss")
+    assert [m.step for m in history] == list(range(1, 9))
+    assert found.data.metrics["amodal_ap"] == pytest.approx(metrics["amodal_ap"])
+    artifacts = {a.path for folder in ("train", "checkpoint", "eval")
+                 for a in mlflow_client.list_artifacts(found.info.run_id, folder)}
+    assert {"train/train_log.csv", "checkpoint/checkpoint.pt", "eval/metrics.json", "eval/per_class.csv"} <= artifacts
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_store_down_is_reported_once_and_files_are_written(tmp_path):
+    import subprocess
+    import sys
+
+    world = make_world(tmp_path)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "asn.cli", "train", "--params", str(PARAMS), "--gt", str(world["gt"]),
+                           "--images", str(world["train_images"]), "--out", str(run), "--no-progress",
+                           *sets("profiles.smoke.train.iterations=2", "profiles.smoke.train.steps=[1]")],
+                          env=tracked_env(f"http://127.0.0.1:{_closed_port()}"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("mlflow: tracking off") == 1, proc.stderr[-3000:]
+    for name in ("checkpoint.pt", "train_log.csv", "train_summary.json", "config.json", "label_map.json"):
+        assert (run / name).is_file(), name
+
+
+def _fake_metrics(root, variant, seed, amodal):
+    folder = root / f"{variant}-{seed}"
+    folder.mkdir(parents=True)
+    metrics = {"det_ap": amodal + 1.0, "amodal_ap": amodal, "inmodal_ap": amodal - 1.0,
+               "run": {"profile": "smoke", "variant": variant, "seed": seed},
+               "mlflow": {"experiment": "table4", "run_key": f"{variant}{seed}".ljust(32, "0")}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_aggregate_parent_run_and_children(store, tmp_path):
+    from asn.tracking import Tracker
+
+    tracker = Tracker(store)
+    children = {}
+    for variant in ("mrcnn", "mrcnn_asn"):
+        for seed in (0, 1):
+            key = f"{variant}{seed}".ljust(32, "0")
+            children[key] = tracker.start_run("table4", key, name=f"{variant}-seed{seed}", kind="train+evaluate",
+                                              replace=True)
+            _fake_metrics(tmp_path / "eval", variant, seed, 10.0 + seed + (2.0 if variant == "mrcnn_asn" else 0.0))
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "asn.cli", "aggregate", "--params", str(PARAMS), "--eval",
+                           str(tmp_path / "eval"), "--out", str(tmp_path / "tables"),
+                           "--set", "table4.variants=[mrcnn, mrcnn_asn]", "--set", "table4.seeds=[0, 1]"],
+                          env=tracked_env(store), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent = [r for r in tracker.runs("table4") if r.data.tags.get("asn.kind") == "aggregate"]
+    assert len(parent) == 1
+    parent_id = parent[0].info.run_id
+    for run_id in children.values():
+        assert client(store).get_run(run_id).data.tags.get("mlflow.parentRunId") == parent_id
+    artifacts = {a.path for a in client(store).list_artifacts(parent_id, "table")}
+    assert {"table/table4.md", "table/table4.png", "table/table4.csv"} <= artifacts
