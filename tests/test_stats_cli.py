@@ -92,7 +92,9 @@ def test_stats_end_to_end(tmp_path):
     # image 1: both inmodal boxes equal their labels (IoU 1); image 2: shifted by half (1/3)
     assert summary["box_consistency_mean_iou"] == pytest.approx((1 + 1 / 3) / 2)
     assert summary["box_consistency_share_above_0_65"] == pytest.approx(0.5)
-    assert summary["cluster_max_order_counts"]["2"] == 1
+    # one two-instance cluster: one occluded instance (the paper's max occlusion order)
+    assert summary["cluster_max_order_counts"]["1"] == 1 and summary["cluster_max_order_counts"]["2"] == 0
+    assert "a two-instance cluster counts 1" in summary["cluster_max_order_definition"]
     assert summary["match_number_counts"] == {"0": 2, "1": 2, "2": 0, "3": 0, "4": 0, "5": 0, ">5": 0}
     # coverage: image 1 squares cover 30x20 px, image 2 10x10 px, image 3 the L (300 px)
     assert summary["amodal_pixel_coverage"] == pytest.approx((600 + 100 + 300) / (3 * H * W))

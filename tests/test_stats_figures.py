@@ -50,16 +50,19 @@ def test_label_file_parsing_and_per_image_consistency(tmp_path):
         read_kitti_label_boxes(bad)
 
 
-def test_max_order_of_a_three_deep_chain_and_a_six_member_cluster():
+def test_max_order_counts_occluded_instances_per_cluster():
+    """The paper's definition: the number of occluded instances in a cluster (a pair counts 1)."""
     # image 0: cluster 1 is a chain 1 -> 2 -> 3; an isolated instance (oco 0)
-    # image 1: cluster 1 has 6 members with orders 1..6; a null order is skipped
-    image = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
-    oco = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 1, -1])
-    ico = np.array([1, 2, 3, 1, 1, 2, 3, 4, 5, 6, -1])
+    # image 1: cluster 1 has 6 members with orders 1..6; a null order is skipped;
+    #          cluster 2 is a pair (1 occludes 2)
+    # image 2: cluster 1 has two front instances (ico 1, 1) over one behind (ico 2)
+    image = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2])
+    oco = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 1, -1, 2, 2, 1, 1, 1])
+    ico = np.array([1, 2, 3, 1, 1, 2, 3, 4, 5, 6, -1, 1, 2, 1, 1, 2])
     orders = max_order_per_cluster(image, oco, ico)
-    assert sorted(orders.tolist()) == [3, 6]
+    assert orders.tolist() == [2, 5, 1, 1]  # clusters sorted by (image, oco_id)
     counts = bucket_counts(orders)
-    assert counts["3"] == 1 and counts[">5"] == 1 and counts["1"] == 0
+    assert counts["1"] == 2 and counts["2"] == 1 and counts["5"] == 1 and counts[">5"] == 0
 
 
 def test_match_numbers_and_coverage_of_hand_made_squares():

@@ -1,8 +1,10 @@
 """Figure 4(c): occlusion-cluster statistics, and per-image mask overlap (match number, coverage).
 
-- Max order per cluster: for each (image, oco_id > 0) cluster, the largest ico_id of its
-  members (1 = nobody in the cluster occludes it; a 3-deep chain has max order 3).
-  Annotations with a null oco_id / ico_id (a release without orders) are skipped.
+- Max occlusion order of a cluster, as the paper defines it: the number of *occluded* instances
+  in the (image, oco_id > 0) cluster, i.e. members with ico_id > 1 (ico_id 1 = nobody in the
+  cluster occludes it). A two-instance cluster counts 1, a 3-deep chain 2. (Its largest ico_id
+  would put every cluster at 2 or more and leave the bucket "1" empty.) Annotations with a
+  null oco_id / ico_id (a release without orders) are skipped.
 - Match number of an instance: how many *other* instances of the same image have an amodal
   mask overlapping its amodal mask (intersection > 0 pixels, pycocotools ``iou`` on RLEs,
   after a prefilter on the masks' boxes). Instances with 0 overlaps are counted in their own bucket
@@ -17,17 +19,19 @@ from pycocotools import mask as mask_utils
 from asn.data import rle as rle_ops
 
 BUCKET_LABELS: tuple[str, ...] = ("1", "2", "3", "4", "5", ">5")
+MAX_ORDER_DEFINITION = ("max occlusion order of a cluster = number of occluded instances in it "
+                        "(members with ico_id > 1; paper's definition: a two-instance cluster counts 1)")
 
 
 def max_order_per_cluster(
     image_ids: np.ndarray, oco_ids: np.ndarray, ico_ids: np.ndarray
 ) -> np.ndarray:
-    """Largest ico_id of each (image, oco_id > 0) cluster.
+    """Max occlusion order of each (image, oco_id > 0) cluster: its members with ico_id > 1.
 
     Args:
         image_ids, oco_ids, ico_ids: int [n] per instance (use -1 for a null order).
     Returns:
-        int64 [clusters] max order per cluster (cluster order: sorted by image, oco_id).
+        int64 [clusters] occluded instances per cluster (cluster order: sorted by image, oco_id).
     """
     image_ids = np.asarray(image_ids, np.int64)
     oco_ids = np.asarray(oco_ids, np.int64)
@@ -38,9 +42,7 @@ def max_order_per_cluster(
     keys = np.stack([image_ids[in_cluster], oco_ids[in_cluster]], axis=1)
     _, cluster_of = np.unique(keys, axis=0, return_inverse=True)
     cluster_of = cluster_of.reshape(-1)
-    result = np.zeros(cluster_of.max() + 1, np.int64)
-    np.maximum.at(result, cluster_of, ico_ids[in_cluster])
-    return result
+    return np.bincount(cluster_of, weights=ico_ids[in_cluster] > 1).astype(np.int64)
 
 
 def bucket_counts(values: np.ndarray) -> dict[str, int]:

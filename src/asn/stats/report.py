@@ -24,7 +24,7 @@ import numpy as np
 from asn.errors import InputError
 from asn.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from asn.stats.boxes import share_above
-from asn.stats.clusters import BUCKET_LABELS, bucket_counts
+from asn.stats.clusters import BUCKET_LABELS, MAX_ORDER_DEFINITION, bucket_counts
 from asn.stats.compute import compute_statistics
 from asn.stats.shapes import mean_measures
 from asn.stats.tables import csv_table, markdown_table, table1_rows, table2_rows
@@ -213,6 +213,7 @@ def run_stats(
     fig_c = [[label, order_counts[label], match_counts[label]] for label in BUCKET_LABELS]
     outputs["figure4c.csv"] = csv_table(["bucket", "clusters_by_max_order", "instances_by_match_number"], fig_c)
     summary["cluster_max_order_counts"] = {k: order_counts[k] for k in BUCKET_LABELS}
+    summary["cluster_max_order_definition"] = MAX_ORDER_DEFINITION
     summary["match_number_counts"] = {k: match_counts[k] for k in ("0", *BUCKET_LABELS)}
 
     if consistency is not None:
@@ -234,7 +235,8 @@ def run_stats(
     written.append(out_dir / "figure4b.png")
     bar_chart_png(out_dir / "figure4c.png", list(BUCKET_LABELS),
                   {"clusters by max order": [r[1] for r in fig_c], "instances by match number": [r[2] for r in fig_c]},
-                  f"Figure 4(c): occlusion order and match number\n({source_label})", "value", "count")
+                  f"Figure 4(c): occlusion order and match number ({source_label})\n"
+                  f"max order = occluded instances per cluster (a pair counts 1)", "value", "count")
     written.append(out_dir / "figure4c.png")
     if consistency is not None:
         from asn.stats.consistency import write_consistency_outputs

@@ -9,7 +9,6 @@ into per-column pieces and painted into one buffer that holds every box window o
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
