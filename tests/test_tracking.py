@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from engine_helpers import PARAMS, ROOT, asn, env, make_world, sets
+from engine_helpers import PARAMS, ROOT, env, make_world, sets
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +104,11 @@ def test_train_then_evaluate_fill_one_run(store, tmp_path):
     artifacts = {a.path for folder in ("train", "checkpoint", "eval")
                  for a in mlflow_client.list_artifacts(found.info.run_id, folder)}
     assert {"train/train_log.csv", "checkpoint/checkpoint.pt", "eval/metrics.json", "eval/per_class.csv"} <= artifacts
+    # `asn runs --metrics` finds the run behind the metrics file
+    shown = subprocess.run([sys.executable, "-m", "asn.cli", "runs", "--metrics", str(out / "metrics.json"), "--json"],
+                           **common)
+    assert shown.returncode == 0, shown.stderr
+    assert [row["run_id"] for row in json.loads(shown.stdout)] == [found.info.run_id]
 
 
 def _closed_port() -> int:
@@ -164,3 +169,29 @@ def test_aggregate_parent_run_and_children(store, tmp_path):
         assert client(store).get_run(run_id).data.tags.get("mlflow.parentRunId") == parent_id
     artifacts = {a.path for a in client(store).list_artifacts(parent_id, "table")}
     assert {"table/table4.md", "table/table4.png", "table/table4.csv"} <= artifacts
+
+
+def test_only_rank_zero_and_opt_out(monkeypatch, store):
+    from asn.tracking import Tracker
+
+    monkeypatch.setenv("RANK", "1")  # set by torchrun on the second process
+    assert not Tracker(store).enabled
+    assert Tracker(store).start_run("t", "k", name="a", kind="x", replace=True) is None
+    monkeypatch.setenv("RANK", "0")
+    assert Tracker(store).enabled
+    monkeypatch.setenv("ASN_NO_TRACKING", "1")
+    assert not Tracker(store).enabled
+
+
+def test_runs_command_errors(tmp_path, store):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "asn.cli", "runs", "--metrics", str(bad)], env=tracked_env(store),
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no `mlflow` run reference" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "asn.cli", "runs", "--experiment", "nope"], env=tracked_env(store),
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no experiment 'nope'" in proc.stderr

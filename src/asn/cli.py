@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train one model (variant, seed) of the params.yaml profile; resumable, DDP via torchrun"),
     "evaluate": ("evaluate", "checkpoint -> predictions on a split -> Det / Amodal / Inmodal AP (COCO)"),
     "aggregate": ("aggregate", "per-seed metrics -> Table 4 (mean ± variance, paper beside), figure, MLflow parent run"),
+    "runs": ("runs", "list the MLflow runs of an experiment, or find the run behind a metrics.json"),
     "predict": ("predict", "checkpoint + your own images -> predictions JSON and overlay PNGs"),
 }
 
