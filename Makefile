@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test install bench ui clean-venv help
+.PHONY: run test install bench ui prefect prefect-stop prefect-status clean-venv help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,6 +43,24 @@ ui: $(STAMP)  ## browse the MLflow runs (mlflow ui on 127.0.0.1:UI_PORT, default
 
 bench: $(STAMP)  ## run the benchmark scripts; JSON lands in reports/bench/
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Prefect for the ablation sweeps (pipelines/ablation.py, prefect.yaml): a local server on
+# 127.0.0.1 with its sqlite database, logs and PIDs in .prefect/ (git-ignored), the process work
+# pool asn-local, every deployment of prefect.yaml, and one worker; all in the background.
+PREFECT_PORT ?= 4200
+PREFECT_WORKER_LIMIT ?= 1
+PREFECT_LOCAL := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_PORT=$(PREFECT_PORT) \
+	ASN_PREFECT_WORKER_LIMIT=$(PREFECT_WORKER_LIMIT) PREFECT=$(BIN)/prefect PYTHON=$(BIN)/python \
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+
+prefect: $(STAMP)  ## start a local Prefect server + worker and deploy the asn-ablation sweeps (PREFECT_PORT, default 4200)
+	@$(PREFECT_LOCAL) bash pipelines/local_prefect.sh start
+
+prefect-stop:  ## stop the Prefect server and worker that `make prefect` started
+	@$(PREFECT_LOCAL) bash pipelines/local_prefect.sh stop
+
+prefect-status:  ## is the local Prefect server / worker running?
+	@$(PREFECT_LOCAL) bash pipelines/local_prefect.sh status
 
 clean-venv:
 	rm -rf $(VENV)

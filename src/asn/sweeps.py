@@ -1,0 +1,582 @@
+"""Named sweeps (paper Tables 4-7, or a custom list of variants) -> (arm, seed) jobs -> one table.
+
+A sweep is a list of *arms*; an arm is one row of a table: a model variant plus its own dotted
+overrides. params.yaml ``sweeps:`` defines the named ones (table4 .. table7); ``custom`` takes a
+list of variants, one arm per variant. Every (arm, seed) job is trained and evaluated by the same
+``asn train`` / ``asn evaluate`` commands as the DVC stages; this module holds everything about
+a sweep that needs no orchestrator, so the Prefect flow (pipelines/ablation.py) stays thin and
+the rules are testable without a server:
+
+- :func:`plan` validates a request (table, variants, seeds, overrides, profile) up front, with
+  one clear :class:`~asn.errors.InputError` naming the bad part, and returns the jobs with
+  their cache keys.
+- The cache key of a job covers everything that changes its numbers or its files: the params
+  hash of the resolved run (the same hash ``asn train`` writes into the checkpoint), the eval
+  options, the data hashes of the train and test splits, the source of the code the two
+  commands run (like the ``deps`` of the DVC stages) with the torch versions, the arm, the seed,
+  the table (the MLflow experiment) and the output folders.
+- :func:`write_table` aggregates the per-seed metrics with :mod:`asn.eval.seeds` (mean and
+  sample variance over seeds) into ``<reports>/<table>.md/.csv/.json/.png``.
+
+Override precedence, lowest first: params.yaml, the ``profile`` argument, the flow's
+``overrides``, the sweep's ``set`` (common to its arms), the arm's ``set``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import yaml
+
+from asn.config import load_params, section, thaw
+from asn.errors import InputError
+
+TABLES = ("table4", "table5", "table6", "table7", "custom")
+SOURCE = "asn-ablation"  # the "file" part of errors about the flow's own parameters
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # arm names become folder and run names
+# What `asn train` + `asn evaluate` run (the deps of the DVC train / evaluate stages), relative
+# to the asn package folder: an edit there invalidates the cached results of every sweep.
+CODE_PATHS = ("engine", "model", "eval", "data/dataset.py", "commands/train.py", "commands/evaluate.py",
+              "tracking.py", "config.py", "io.py", "cli.py")
+KEY_VERSION = "asn-sweep-job-v1"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One table row: a variant and the dotted overrides (``key=value`` strings) that define it."""
+
+    name: str
+    variant: str
+    overrides: tuple[str, ...] = ()
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    table: str
+    title: str
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    comparisons: tuple[tuple[str, str], ...] = ()
+    extra_metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (arm, seed): what to run, where to write, and the identity that keys its cache."""
+
+    arm: Arm
+    seed: int
+    overrides: tuple[str, ...]       # every --set for train and evaluate, in precedence order
+    model_dir: Path
+    eval_dir: Path
+    identity: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_key(self) -> str:
+        return hash_json(self.identity)
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: Sweep
+    jobs: tuple[Job, ...]
+    params_path: Path
+    gt_dir: Path
+    images_dir: Path
+    test_images_dir: Path
+    out_dir: Path
+    reports_dir: Path
+    flow_overrides: tuple[str, ...]
+
+
+# ----------------------------------------------------------------------------------------------
+# overrides
+# ----------------------------------------------------------------------------------------------
+def yaml_text(value: Any) -> str:
+    """``value`` as YAML text that :func:`asn.config.apply_override` parses back to ``value``.
+
+    YAML rather than JSON: PyYAML reads JSON's ``1e-05`` as a string, its own ``1.0e-05`` as a float.
+    """
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False).strip()
+    if text.endswith("\n..."):  # document end marker after a plain scalar
+        text = text[: -len("\n...")].strip()
+    return text
+
+
+def override_strings(overrides: Mapping[str, Any] | Iterable[str] | None, source: str = SOURCE) -> list[str]:
+    """Dotted overrides as ``key=value`` strings for ``--set``.
+
+    A mapping's string values are taken as YAML text, like ``--set`` (so ``"[0, 1]"`` is a list
+    and ``"0.01"`` a float); other values are written as YAML. Strings already of the form
+    ``key=value`` pass through.
+    """
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        out = []
+        for key, value in overrides.items():
+            if not isinstance(key, str) or not key.strip() or "=" in key:
+                raise InputError(source, f"overrides: bad key {key!r}; expected a dotted name like 'train.lr'")
+            out.append(f"{key.strip()}={value if isinstance(value, str) else yaml_text(value)}")
+        return out
+    if isinstance(overrides, str):
+        raise InputError(source, "overrides: expected a mapping of dotted keys to values, got a string")
+    out = []
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise InputError(source, f"overrides: {item!r} is not of the form key=value")
+        out.append(item)
+    return out
+
+
+def _override_keys(overrides: Iterable[str]) -> list[str]:
+    return [item.split("=", 1)[0].strip() for item in overrides]
+
+
+# ----------------------------------------------------------------------------------------------
+# sweep definitions
+# ----------------------------------------------------------------------------------------------
+def _arm_set(raw: Any, where: str, source: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and k and "=" not in k for k in raw):
+        raise InputError(source, f"{where}.set: expected a mapping of dotted keys to values")
+    return dict(raw)
+
+
+def _check_name(name: Any, where: str, source: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(source, f"{where}: bad arm name {name!r}; use letters, digits, '_', '.', '-'")
+    return name
+
+
+def _check_seeds(seeds: Any, where: str, source: str) -> tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise InputError(source, f"{where}: expected a list of seeds, got {seeds!r}")
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise InputError(source, f"{where}: expected a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(source, f"{where}: repeated seeds in {seeds!r}")
+    return tuple(int(s) for s in seeds)
+
+
+def sweep_from_params(params: Mapping[str, Any], table: str, *, variants: Optional[Sequence[str]] = None,
+                      seeds: Optional[Sequence[int]] = None, source: str = "params.yaml") -> Sweep:
+    """The sweep ``table`` of ``params`` (``sweeps.<table>``; ``custom``: one arm per variant)."""
+    if table not in TABLES:
+        raise InputError(SOURCE, f"table: unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    sweeps = thaw(section(params, "sweeps", source))
+    if not isinstance(sweeps, dict):
+        raise InputError(source, "sweeps: expected a mapping")
+    default_seeds = sweeps.get("seeds", [0, 1, 2, 3, 4])
+    from asn.model import VARIANTS
+
+    if table == "custom":
+        if not variants:
+            raise InputError(SOURCE, "variants: table 'custom' needs a non-empty list of variants, "
+                                     f"e.g. [mrcnn, mrcnn_asn]; valid: {', '.join(sorted(VARIANTS))}")
+        if isinstance(variants, str):
+            raise InputError(SOURCE, f"variants: expected a list of variants, got the string {variants!r}")
+        if len(set(variants)) != len(variants):
+            raise InputError(SOURCE, f"variants: repeated variants in {list(variants)!r}")
+        spec = {"title": "Custom sweep", "arms": [{"name": v, "variant": v} for v in variants],
+                "compare": [], "extra_metrics": []}
+        where = "variants"
+    else:
+        if variants:
+            raise InputError(SOURCE, f"variants: only for table 'custom'; {table}'s arms are defined in "
+                                     f"{source} sweeps.{table}.arms")
+        spec = sweeps.get(table)
+        if not isinstance(spec, dict):
+            raise InputError(source, f"sweeps.{table}: missing; the named sweeps there are "
+                                     f"{sorted(k for k, v in sweeps.items() if isinstance(v, dict))}")
+        where = f"sweeps.{table}"
+    raw_arms = spec.get("arms")
+    if not isinstance(raw_arms, list) or not raw_arms:
+        raise InputError(source, f"{where}.arms: expected a non-empty list")
+    common = _arm_set(spec.get("set"), where, source)
+    arms = []
+    for index, raw in enumerate(raw_arms):
+        at = f"variants[{index}]" if table == "custom" else f"{where}.arms[{index}]"
+        if not isinstance(raw, dict):
+            raise InputError(source, f"{at}: expected a mapping with name, variant and optional set, label")
+        unknown = sorted(set(raw) - {"name", "variant", "set", "label"})
+        if unknown:
+            raise InputError(source, f"{at}: unknown keys {unknown}; expected name, variant, set, label")
+        name = _check_name(raw.get("name"), at, source if table != "custom" else SOURCE)
+        variant = raw.get("variant")
+        if variant not in VARIANTS:
+            raise InputError(source if table != "custom" else SOURCE,
+                             f"{at}: unknown variant {variant!r}; valid: {', '.join(sorted(VARIANTS))}")
+        merged = {**common, **_arm_set(raw.get("set"), at, source)}  # one entry per key; the arm's wins
+        arms.append(Arm(name=name, variant=variant, label=str(raw.get("label") or ""),
+                        overrides=tuple(f"{key}={yaml_text(thaw(value))}" for key, value in merged.items())))
+    names = [arm.name for arm in arms]
+    if len(set(names)) != len(names):
+        raise InputError(source, f"{where}: repeated arm names in {names}")
+    comparisons = []
+    for pair in spec.get("compare") or []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in names for p in pair)):
+            raise InputError(source, f"{where}.compare: {pair!r} is not a pair of arm names of {names}")
+        comparisons.append((pair[0], pair[1]))
+    extra = spec.get("extra_metrics") or []
+    if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
+        raise InputError(source, f"{where}.extra_metrics: expected a list of metrics.json field names")
+    seeds = _check_seeds(seeds if seeds is not None else default_seeds,
+                         "seeds" if seeds is not None else "sweeps.seeds", SOURCE if seeds is not None else source)
+    return Sweep(table=table, title=str(spec.get("title") or table), arms=tuple(arms), seeds=seeds,
+                 comparisons=tuple(comparisons), extra_metrics=tuple(extra))
+
+
+# ----------------------------------------------------------------------------------------------
+# identities and cache keys
+# ----------------------------------------------------------------------------------------------
+def hash_json(payload: Any) -> str:
+    import orjson
+
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@lru_cache(maxsize=None)
+def code_hash() -> str:
+    """sha256 of the code `asn train` / `asn evaluate` run (CODE_PATHS) and of the torch versions."""
+    import asn
+    import torch
+    import torchvision
+
+    root = Path(asn.__file__).resolve().parent
+    digest = hashlib.sha256(f"{KEY_VERSION}\0torch {torch.__version__}\0torchvision {torchvision.__version__}\0".encode())
+    for entry in CODE_PATHS:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            data = file.read_bytes()
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _data_hash(gt_dir: str, split: str, images_dir: str, stamp: tuple) -> str:
+    from asn.data.dataset import data_hash
+
+    return data_hash(gt_dir, split, images_dir)
+
+
+def split_hash(gt_dir: Path, split: str, images_dir: Path) -> str:
+    """:func:`asn.data.dataset.data_hash`, memoised per process while the two JSON files are unchanged."""
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                  for p in (gt_dir / f"{split}_amodal.json", gt_dir / f"{split}_inmodal.json"))
+    return _data_hash(str(gt_dir), split, str(images_dir), stamp)
+
+
+def run_params_hash(run) -> str:
+    """The params hash `asn train` will write for ``run`` on this machine (AMP depends on the device)."""
+    from asn.engine.config import params_hash
+    from asn.engine.distributed import resolve_device
+
+    device = resolve_device(str(run.train.device))
+    amp = device.type == "cuda" if run.train.amp == "auto" else bool(run.train.amp)
+    return params_hash(run.hash_payload(amp))
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan of a flow run
+# ----------------------------------------------------------------------------------------------
+def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+         overrides: Mapping[str, Any] | Iterable[str] | None = None, profile: Optional[str] = None,
+         params_path: str | Path = "params.yaml", gt_dir: str | Path = "data/normalized",
+         images_dir: str | Path = "data/raw/training/image_2",
+         test_images_dir: str | Path = "data/raw/testing/image_2", out_dir: str | Path | None = None,
+         reports_dir: str | Path = "reports/tables", tracking: bool = True,
+         hash_data: bool = True) -> Plan:
+    """Validate a sweep request and list its jobs (arm-major, then seed) with their identities.
+
+    Every arm's parameters are loaded and resolved here, so an unknown table, variant, override
+    key or profile fails before anything trains. ``hash_data=False`` skips the data hashes (the
+    sweep definition alone, e.g. for listing).
+    """
+    from asn.engine.config import resolve
+
+    params_path = Path(params_path)
+    flow_overrides = override_strings(overrides)
+    if profile is not None:
+        if not isinstance(profile, str) or not profile:
+            raise InputError(SOURCE, f"profile: expected a profile name, got {profile!r}")
+        flow_overrides = [f"profile={profile}", *flow_overrides]
+    params = load_params(params_path, flow_overrides)
+    if profile is not None and profile not in (params.get("profiles") or {}):
+        raise InputError(params_path, f"profile: unknown profile {profile!r}; known: {sorted(params.get('profiles') or {})}")
+    sweep = sweep_from_params(params, table, variants=variants, seeds=seeds, source=str(params_path))
+    out_dir = Path(out_dir) if out_dir else Path("runs") / table
+    gt_dir, images_dir, test_images_dir = Path(gt_dir), Path(images_dir), Path(test_images_dir)
+    hashes: dict[str, str] = {}
+    if hash_data:
+        hashes = {"train_data_hash": split_hash(gt_dir, "train", images_dir),
+                  "test_data_hash": split_hash(gt_dir, "test", test_images_dir)}
+    jobs = []
+    for arm in sweep.arms:
+        all_overrides = (*flow_overrides, *arm.overrides)
+        arm_params = load_params(params_path, all_overrides)
+        eval_options = thaw(section(arm_params, "eval", str(params_path)))
+        for seed in sweep.seeds:
+            seeded = resolve(arm_params, str(params_path), variant=arm.variant, seed=seed)
+            model_dir, eval_dir = out_dir / f"{arm.name}-{seed}", out_dir / "eval" / f"{arm.name}-{seed}"
+            identity = {
+                "version": KEY_VERSION, "table": table, "arm": arm.name, "variant": arm.variant, "seed": seed,
+                "params_hash": run_params_hash(seeded) if hash_data else None,
+                "eval_hash": hash_json(eval_options), "code_hash": code_hash() if hash_data else None,
+                "model_dir": str(model_dir.resolve()), "eval_dir": str(eval_dir.resolve()),
+                "tracking": bool(tracking), **hashes,
+            }
+            jobs.append(Job(arm=arm, seed=seed, overrides=all_overrides, model_dir=model_dir, eval_dir=eval_dir,
+                            identity=identity))
+    return Plan(sweep=sweep, jobs=tuple(jobs), params_path=params_path, gt_dir=gt_dir, images_dir=images_dir,
+                test_images_dir=test_images_dir, out_dir=out_dir, reports_dir=Path(reports_dir),
+                flow_overrides=tuple(flow_overrides))
+
+
+def shadowed_overrides(plan_: Plan) -> dict[str, list[str]]:
+    """``{arm: [flow override keys its own set replaces]}`` (worth a warning: the arm wins)."""
+    flow_keys = set(_override_keys(plan_.flow_overrides)) - {"profile"}
+    return {arm.name: sorted(flow_keys & set(_override_keys(arm.overrides)))
+            for arm in plan_.sweep.arms if flow_keys & set(_override_keys(arm.overrides))}
+
+
+def train_argv(plan_: Plan, job: Job, *, resume: bool = False, tracking: bool = True) -> list[str]:
+    """`asn train` arguments of ``job``: the DVC train stage's command line, plus the overrides."""
+    argv = ["train", "--params", str(plan_.params_path), "--gt", str(plan_.gt_dir), "--split", "train",
+            "--images", str(plan_.images_dir), "--variant", job.arm.variant, "--seed", str(job.seed),
+            "--out", str(job.model_dir), "--experiment", plan_.sweep.table, "--no-progress"]
+    argv += ["--resume"] if resume else []
+    argv += [] if tracking else ["--no-tracking"]
+    for item in job.overrides:
+        argv += ["--set", item]
+    return argv
+
+
+def evaluate_argv(plan_: Plan, job: Job, *, tracking: bool = True) -> list[str]:
+    """`asn evaluate` arguments of ``job``: the DVC evaluate stage's command line, plus the overrides."""
+    argv = ["evaluate", "--params", str(plan_.params_path), "--gt", str(plan_.gt_dir), "--split", "test",
+            "--images", str(plan_.test_images_dir), "--checkpoint", str(job.model_dir / "checkpoint.pt"),
+            "--out", str(job.eval_dir), "--experiment", plan_.sweep.table, "--no-progress"]
+    argv += [] if tracking else ["--no-tracking"]
+    for item in job.overrides:
+        argv += ["--set", item]
+    return argv
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+# ----------------------------------------------------------------------------------------------
+_PAPER_FOOTER = ("Paper columns: paper-reported numbers on KINS (Qi et al., CVPR 2019, Table 4, R50-FPN); "
+                 "they are context, not a result of this run.")
+
+
+def _label(table: str) -> str:
+    return re.sub(r"^table(\d+)$", r"Table \1", table)
+
+
+def _stats_cell(stats: Optional[Mapping[str, Any]]) -> str:
+    if not stats:
+        return "n/a"
+    if stats["variance"] is None:
+        return f"{stats['mean']:.1f} ± n/a"
+    return f"{stats['mean']:.1f} ± {stats['variance']:.2f}"
+
+
+def build(sweep: Sweep, per_arm: Mapping[str, list[dict]]) -> dict[str, Any]:
+    """:func:`asn.eval.seeds.build_table` over arms, with the arm labels and the extra metrics.
+
+    ``per_arm``: ``{arm: [metrics.json of each seed, with "_seed"]}``. The paper's numbers are
+    shown for Table 4 only (transcribed in asn.eval.seeds); the ablation tables' paper columns
+    stay empty.
+    """
+    from asn.eval.seeds import COMPARISONS, PAPER_TABLE4, build_table, seed_stats
+
+    paper = PAPER_TABLE4 if sweep.table == "table4" else {}
+    comparisons = sweep.comparisons or (COMPARISONS if sweep.table == "table4" else ())
+    table = build_table(per_arm, paper=paper, comparisons=comparisons)
+    arms = {arm.name: arm for arm in sweep.arms}
+    for row in table["rows"]:
+        arm = arms.get(row["variant"])
+        if arm is not None and row["variant"] not in paper:
+            row["name"] = arm.label or arm.name
+        for metric in sweep.extra_metrics:
+            values = [r.get(metric) for r in per_arm[row["variant"]]]
+            numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            row[metric] = seed_stats(numbers) if numbers else None
+            row[metric + "_per_seed"] = values
+    table["arms"] = [{"name": a.name, "variant": a.variant, "label": a.label, "overrides": list(a.overrides)}
+                     for a in sweep.arms]
+    table["extra_metrics"] = list(sweep.extra_metrics)
+    return table
+
+
+def render_markdown(sweep: Sweep, table: Mapping[str, Any], *, header: Mapping[str, str], command: str,
+                    source: str) -> str:
+    from asn.eval import seeds
+
+    title = f"{sweep.title}" + (" — synthetic world, not KINS" if source == "synthetic" else " — KINS")
+    text = seeds.render_markdown(table, title=title, header=header, command=command)
+    if sweep.table != "table4":
+        # seeds.render_markdown is written for Table 4; here the paper columns are empty
+        text = text.replace(_PAPER_FOOTER, f"Paper columns: empty — the paper's {_label(sweep.table)} numbers "
+                                           "are not transcribed in this project.")
+    lines = [text.rstrip("\n"), ""]
+    for metric in sweep.extra_metrics:
+        lines += [f"## {metric} (mean ± sample variance over seeds)", "",
+                  f"| Arm | Seeds with a value | {metric} | Per seed |", "|---|---|---|---|"]
+        for row in table["rows"]:
+            stats = row.get(metric)
+            per_seed = ", ".join("n/a" if not isinstance(v, (int, float)) else f"{v:.2f}"
+                                 for v in row.get(metric + "_per_seed", []))
+            lines.append(f"| `{row['variant']}` | {stats['n'] if stats else 0} | {_stats_cell(stats)} | {per_seed} |")
+        lines.append("")
+    lines += ["## Arms", "", "| Arm | Variant | Overrides (on top of params.yaml and the flow's) | Description |",
+              "|---|---|---|---|"]
+    for arm in table["arms"]:
+        sets = ", ".join(f"`{o}`" for o in arm["overrides"]) or "–"
+        lines.append(f"| `{arm['name']}` | `{arm['variant']}` | {sets} | {arm['label'] or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(sweep: Sweep, table: Mapping[str, Any]) -> str:
+    """:func:`asn.eval.seeds.render_csv` plus mean / variance / n columns of the extra metrics."""
+    import csv
+    import io
+
+    from asn.eval import seeds
+
+    rows = list(csv.reader(io.StringIO(seeds.render_csv(table))))
+    for metric in sweep.extra_metrics:
+        rows[0] += [f"{metric}_mean", f"{metric}_variance", f"{metric}_n"]
+        for line, row in zip(rows[1:], table["rows"]):
+            stats = row.get(metric)
+            line += ["", "", "0"] if not stats else [
+                f"{stats['mean']:.4f}", "" if stats["variance"] is None else f"{stats['variance']:.4f}", str(stats["n"])]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: str = "",
+                tracking: bool = True) -> dict[str, Any]:
+    """Write ``<reports>/<table>.md/.csv/.json/.png`` from the jobs' results and log the table to
+    MLflow (experiment ``<table>``: a parent run whose children are the (arm, seed) runs).
+
+    ``results``: one per job, each with ``arm``, ``seed`` and ``metrics`` (its metrics.json).
+    Returns the paths written and the table.
+    """
+    from asn.eval.seeds import plot
+    from asn.io import write_json_atomic, write_text_atomic
+    from asn.tracking import git_commit
+
+    sweep = plan_.sweep
+    per_arm: dict[str, list[dict]] = {arm.name: [] for arm in sweep.arms}
+    for result in results:
+        metrics = dict(result["metrics"])
+        metrics["_seed"] = int(result["seed"])
+        metrics["_path"] = str(Path(result["eval_dir"]) / "metrics.json")
+        per_arm[result["arm"]].append(metrics)
+    for name, runs in per_arm.items():
+        got = sorted(r["_seed"] for r in runs)
+        if got != sorted(sweep.seeds):
+            raise InputError(plan_.out_dir, f"arm {name}: results for seeds {got}, expected {sorted(sweep.seeds)}")
+        runs.sort(key=lambda r: sweep.seeds.index(r["_seed"]))
+    profiles = sorted({str(r.get("run", {}).get("profile")) for runs in per_arm.values() for r in runs})
+    if len(profiles) != 1:
+        raise InputError(plan_.out_dir, f"the metrics mix profiles {profiles}")
+    params = thaw(load_params(plan_.params_path, plan_.flow_overrides))
+    source = str(params.get("data", {}).get("source", "synthetic"))
+    table = build(sweep, per_arm)
+    from asn.commands.aggregate import DATA_SOURCES
+
+    commit = git_commit(paths=["src", "pipelines", "params.yaml", "pyproject.toml"])
+    header = {"Data": DATA_SOURCES.get(source, source), "Profile": profiles[0],
+              "Seeds": ", ".join(str(s) for s in sweep.seeds), "Git commit": commit,
+              "MLflow experiment": f"`{sweep.table}` (`make ui`)",
+              "Flow overrides": ", ".join(f"`{o}`" for o in plan_.flow_overrides) or "none",
+              "Models / metrics": f"`{plan_.out_dir}/<arm>-<seed>/`, `{plan_.out_dir}/eval/<arm>-<seed>/`"}
+    if flow_run:
+        header["Prefect flow run"] = flow_run
+    command = (f"prefect deployment run 'asn-ablation/{sweep.table}' (server: make prefect), or "
+               f"python pipelines/ablation.py --table {sweep.table}")
+    stem = plan_.reports_dir / sweep.table
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stem.with_suffix(".md"), render_markdown(sweep, table, header=header, command=command,
+                                                               source=source))
+    write_text_atomic(stem.with_suffix(".csv"), render_csv(sweep, table))
+    write_json_atomic(stem.with_suffix(".json"), {
+        "table": sweep.table, "title": sweep.title, "data_source": source, "profile": profiles[0],
+        "git_commit": commit, "flow_overrides": list(plan_.flow_overrides), **table}, indent=True)
+    plot(table, stem.with_suffix(".png"),
+         title=f"{sweep.title} ({profiles[0]} profile, {len(sweep.seeds)} seeds)")
+    if tracking:
+        label_runs(sweep.table, per_arm)
+        from asn.commands.aggregate import log_table
+
+        log_table(sweep.table, table, stem, per_arm)
+    return {"md": str(stem.with_suffix(".md")), "csv": str(stem.with_suffix(".csv")),
+            "json": str(stem.with_suffix(".json")), "png": str(stem.with_suffix(".png")), "table": table}
+
+
+def label_runs(experiment: str, per_arm: Mapping[str, list[dict]]) -> None:
+    """Name each (arm, seed) MLflow run after its arm: `asn train` names it after the variant,
+    and the arms of an ablation share one variant."""
+    from asn.tracking import Tracker
+
+    tracker = Tracker()
+    for arm, runs in per_arm.items():
+        for metrics in runs:
+            key = (metrics.get("mlflow") or {}).get("run_key")
+            run_id = tracker.find_run(experiment, key) if key else None
+            if run_id:
+                tracker.set_tags(run_id, {"mlflow.runName": f"{arm}-seed{metrics['_seed']}", "asn.arm": arm,
+                                          "asn.sweep": experiment})
+
+
+# ----------------------------------------------------------------------------------------------
+# the job process: `python -m asn.sweeps <asn command and arguments>`
+# ----------------------------------------------------------------------------------------------
+def exit_with_parent(interval_s: float = 2.0) -> None:
+    """Terminate this process when its parent (ASN_PARENT_PID, else the current one) goes away.
+
+    A job (`asn train` / `asn evaluate`) runs as a child of the flow-run process; when that one is
+    killed (a cancelled flow run, a stopped worker) the job would otherwise go on training as an
+    orphan. A daemon thread notices the re-parenting and sends this process SIGTERM (checkpoints
+    are written atomically, so nothing half-written is left; loader workers follow their parent).
+    The spawner names itself in ASN_PARENT_PID, so a parent that died before this process got
+    here is noticed too.
+    """
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = int(os.environ.get("ASN_PARENT_PID") or os.getppid())
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="asn-exit-with-parent", daemon=True).start()
+
+
+if __name__ == "__main__":
+    # asn.cli.main, the entry point of the DVC stages too, guarded by exit_with_parent
+    import sys
+
+    from asn.cli import main
+
+    exit_with_parent()
+    sys.exit(main(sys.argv[1:]))
