@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("aggregate", "per-seed metrics -> Table 4 (mean ± variance, paper beside), figure, MLflow parent run"),
     "runs": ("runs", "list the MLflow runs of an experiment, or find the run behind a metrics.json"),
     "predict": ("predict", "checkpoint + your own images -> predictions JSON and overlay PNGs"),
+    "sceneflow-eval": ("sceneflow_eval", "KITTI 2015 scene flow errors D1 / D2 / Fl / SF, devkit rules (Table 8)"),
 }
 
 
