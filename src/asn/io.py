@@ -70,17 +70,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: bool = False) -
     return write_bytes_atomic(path, dumps_json(obj, indent=indent))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file with orjson; a syntax error becomes an InputError naming the file."""
+def read_bytes(path: str | os.PathLike, expected: str) -> bytes:
+    """A file's bytes; a missing file, a folder or an unreadable file becomes an InputError
+    naming the file (``expected`` says what it should have been, e.g. "a PNG file")."""
     from asn.errors import InputError
 
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except IsADirectoryError:
-        raise InputError(path, "is a folder, expected a JSON file") from None
+        raise InputError(path, f"is a folder, expected {expected}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file with orjson; a syntax error becomes an InputError naming the file."""
+    from asn.errors import InputError
+
+    data = read_bytes(path, "a JSON file")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from asn.errors import InputError
-from asn.io import write_bytes_atomic
+from asn.io import read_bytes, write_bytes_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DISP_SCALE = 256.0
@@ -46,14 +46,7 @@ Flow = tuple[np.ndarray, np.ndarray]  # (float32 HxWx2 (u, v), bool HxW valid)
 def _read_png(path: str | os.PathLike) -> np.ndarray:
     """Decode a PNG file unchanged (bit depth and channels kept; BGR order for colour)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a folder, expected a PNG file") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    data = read_bytes(path, "a PNG file")
     # the devkit reads PNG only; OpenCV would also accept TIFF, JPEG, ... silently
     if not data.startswith(PNG_SIGNATURE):
         raise InputError(path, "not a PNG file")
