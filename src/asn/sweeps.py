@@ -524,7 +524,7 @@ def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: 
         label_runs(sweep.table, per_arm)
         from asn.commands.aggregate import log_table
 
-        log_table(sweep.table, table, stem, per_arm)
+        log_table(sweep.table, table, stem)
     return {"md": str(stem.with_suffix(".md")), "csv": str(stem.with_suffix(".csv")),
             "json": str(stem.with_suffix(".json")), "png": str(stem.with_suffix(".png")), "table": table}
 

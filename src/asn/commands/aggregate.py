@@ -69,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
               f"({'beyond' if amodal['separated'] else 'within'} the seed spread)", file=sys.stderr)
     print(f"aggregate: {len(variants)} variants x {len(seeds)} seeds -> {stem}.md/.csv/.json/.png", file=sys.stderr)
     if not args.no_tracking:
-        log_table(args.table, table, stem, per_variant)
+        log_table(args.table, table, stem)
     return 0
 
 
-def log_table(experiment: str, table: dict, stem: Path, per_variant: dict) -> None:
+def log_table(experiment: str, table: dict, stem: Path) -> None:
     """A parent run holding the table and figure; the per-seed runs become its children."""
     import hashlib
 
@@ -86,9 +86,9 @@ def log_table(experiment: str, table: dict, stem: Path, per_variant: dict) -> No
                                replace=True, tags={"git_commit": git_commit()})
     if run_id is None:
         return
+    tracker.log_metrics(run_id, {f"{row['variant']}.{key}_mean": row[key]["mean"] for row in table["rows"]
+                                 for key in ("det_ap", "amodal_ap", "inmodal_ap")})
     for row in table["rows"]:
-        for key in ("det_ap", "amodal_ap", "inmodal_ap"):
-            tracker.log_metrics(run_id, {f"{row['variant']}.{key}_mean": row[key]["mean"]})
         for child_key in row["mlflow_run_keys"]:
             child = tracker.find_run(experiment, child_key) if child_key else None
             if child:
