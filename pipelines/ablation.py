@@ -175,7 +175,7 @@ def ablation(
     """Train and evaluate every (arm, seed) of a sweep, then write its table and MLflow parent run.
 
     Args:
-        table: table4 | table5 | table6 | table7 (params.yaml sweeps.<table>) | custom.
+        table: table4 | table5 | table6 | table7 | inference_order (params.yaml sweeps.<table>) | custom.
         variants: the arms of table=custom, one per model variant (e.g. [mrcnn, mrcnn_asn]).
         seeds: seeds of every arm (default: params.yaml sweeps.seeds, 0..4).
         overrides: dotted params.yaml keys -> values, e.g. {"profiles.smoke.train.iterations": 50};
@@ -244,7 +244,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(prog="pipelines/ablation.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", default="table4", help="table4 | table5 | table6 | table7 | custom (default: %(default)s)")
+    parser.add_argument("--table", default="table4", help="table4 | table5 | table6 | table7 | inference_order | custom (default: %(default)s)")
     parser.add_argument("--variants", nargs="+", help="the variants of --table custom")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: params.yaml sweeps.seeds)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -123,7 +123,7 @@ def test_custom_sweep_seeds_overrides_and_commands(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"table": "table9"}, "table: unknown table 'table9'; choose one of table4, table5, table6, table7, custom"),
+    ({"table": "table9"}, "table: unknown table 'table9'; choose one of table4, table5, table6, table7, inference_order, custom"),
     ({"table": "table6", "overrides": {"model.no_such_knob": 1}}, "unknown parameter 'model.no_such_knob'"),
     ({"table": "table6", "overrides": {"train.lr": 0.1}}, "unknown parameter 'train.lr'"),
     ({"table": "custom"}, "variants: table 'custom' needs a non-empty list of variants"),
@@ -342,7 +342,7 @@ def test_deployment_run_through_server_and_worker(world, tmp_path):
             time.sleep(1)
         run("work-pool", "create", "asn-local", "--type", "process")
         deployed = run("--no-prompt", "deploy", "--all")
-        for name in ("table4", "table5", "table6", "table7", "custom"):
+        for name in ("table4", "table5", "table6", "table7", "inference_order", "custom"):
             assert f"asn-ablation/{name}" in deployed.stdout, deployed.stdout[-3000:]
         background("worker", "worker", "start", "--pool", "asn-local", "--type", "process", "--limit", "1",
                    "--install-policy", "never")

@@ -79,6 +79,26 @@ def test_checkpoint_to_metrics(trained, tmp_path):
             scored[key], abs=1e-9)
 
 
+def test_paper_inference_order_is_an_evaluation_option_with_its_own_run_key(trained, tmp_path):
+    world, run = trained
+    keys, timings = {}, {}
+    for order in ("released", "paper"):
+        out = tmp_path / order
+        asn(*evaluate_args(world, out, "--checkpoint", str(run / "checkpoint.pt"), "--images",
+                           str(world["test_images"]), "--set", f"eval.inference_order={order}", "--no-tracking"))
+        metrics = json.loads((out / "metrics.json").read_text())
+        keys[order] = metrics["mlflow"]["run_key"]
+        assert metrics["run"].get("inference_order", "released") == order
+        timing = json.loads((out / "timing.json").read_text())  # the side file the sweep reads
+        assert timing["inference_order"] == order and timing["model_ms_per_image"] > 0
+        timings[order] = timing
+        assert "model_ms_per_image" not in metrics  # no timings in the tracked metrics
+    assert keys["released"] != keys["paper"]
+    proc = asn(*evaluate_args(world, tmp_path / "bad", "--checkpoint", str(run / "checkpoint.pt"), "--images",
+                              str(world["test_images"]), "--set", "eval.inference_order=fastest"), check=False)
+    assert proc.returncode == 2 and "eval.inference_order" in proc.stderr and "fastest" in proc.stderr
+
+
 def test_predictions_file_rescored_equals_pycocotools(trained, tmp_path):
     """Realistic predictions (perturbed ground truth) so the APs are far from 0 and 100."""
     from asn.eval.coco import perturbed_predictions

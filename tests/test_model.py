@@ -194,6 +194,77 @@ def test_released_occlusion_rule_and_mlc_variants_train():
         assert torch.isfinite(sum(losses.values())), overrides
 
 
+@pytest.mark.parametrize("variant", ["mrcnn_asn", "panet_asn"])
+def test_group_norm_everywhere_trains_and_infers(variant):
+    model = tiny_model(variant, head_norm="gn", backbone_norm="gn")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    # the box / occlusion / mask / MLC convs each get one (bias-free convs before them)
+    head_norms = [m for m in model.roi_heads.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(head_norms) >= 4 * 4 and len(norms) > len(head_norms)
+    for branch in model.roi_heads.mask_branches.values():
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in branch.mlc.modules())
+    model.train()
+    image, target = synthetic_pair(4)
+    losses = model([image], [target])
+    assert torch.isfinite(sum(losses.values()))
+    model.eval()
+    with torch.no_grad():
+        assert model([image])[0]["amodal_masks"].shape[1:] == (1, 70, 100)
+
+
+def test_unknown_norms_and_inference_order_are_refused():
+    for overrides, message in (({"head_norm": "bn"}, "head_norm"), ({"backbone_norm": "ln"}, "backbone_norm"),
+                               ({"inference_order": "fast"}, "inference_order")):
+        with pytest.raises(ValueError, match=message):
+            tiny_model("mrcnn_asn", **overrides)
+
+
+def test_paper_inference_order_scores_the_regressed_boxes_in_a_second_pass():
+    """Paper 4.3: each proposal's regressed box goes back through the box branch, whose class
+    scores rank it before NMS; the released order keeps the first-pass scores."""
+    model = tiny_model("mrcnn_asn", seed=2, box_detections_per_img=100, box_nms_thresh=1.0)
+    model.eval()
+    image, _ = synthetic_pair(6)
+    heads = model.roi_heads
+    captured = {}
+    original = heads.postprocess_detections
+
+    def spy(class_logits, box_regression, proposals, image_shapes):
+        captured.update(logits=class_logits, regression=box_regression, proposals=proposals)
+        return original(class_logits, box_regression, proposals, image_shapes)
+
+    heads.postprocess_detections = spy
+    with torch.no_grad():
+        released = model([image])[0]
+        first = {k: (v.clone() if isinstance(v, torch.Tensor) else [p.clone() for p in v]) for k, v in captured.items()}
+        heads.inference_order = "paper"
+        paper = model([image])[0]
+    second = captured
+    # the paper order hands NMS the regressed boxes with zero deltas and second-pass logits
+    assert torch.equal(second["regression"], torch.zeros_like(second["regression"]))
+    expected_boxes = heads.regressed_boxes(first["logits"], first["regression"], first["proposals"],
+                                           [tuple(model.transform(([image]))[0].image_sizes[0])])
+    assert torch.allclose(second["proposals"][0], expected_boxes[0])
+    assert not torch.allclose(second["logits"], first["logits"])  # scores come from the second pass
+    for output in (released, paper):
+        assert set(output) >= {"boxes", "scores", "amodal_masks", "inmodal_masks", "occlusion_scores"}
+        assert output["amodal_masks"].shape[0] == output["boxes"].shape[0] > 0
+
+
+def test_regressed_boxes_take_the_best_foreground_class_and_clip():
+    heads = tiny_model("mrcnn").roi_heads
+    proposals = [torch.tensor([[10.0, 10.0, 30.0, 40.0], [0.0, 0.0, 20.0, 20.0]])]
+    logits = torch.tensor([[5.0, 0.0, 2.0, 1.0], [0.0, 3.0, 0.0, 0.0]])  # background highest in row 0
+    deltas = torch.zeros(2, 4 * NUM_CLASSES)
+    deltas[0, 8:12] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # class 2: shift right by 0.1 * width (weights 10)
+    deltas[1, 4:8] = torch.tensor([-10.0, 0.0, 0.0, 0.0])  # class 1: far left, clipped at 0
+    boxes = heads.regressed_boxes(logits, deltas, proposals, [(50, 35)])[0]
+    assert torch.allclose(boxes[0], torch.tensor([12.0, 10.0, 32.0, 40.0]))  # (height 50, width 35): inside
+    assert boxes[1, 0] == 0 and boxes[1, 2] >= 0
+    assert heads.regressed_boxes(logits[:0], deltas[:0], [torch.zeros(0, 4)], [(50, 35)])[0].shape == (0, 4)
+
+
 def test_seeded_losses_match_the_stored_values():
     expected = json.loads(REGRESSION_FILE.read_text())
     for variant in REGRESSION_VARIANTS:

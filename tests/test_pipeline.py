@@ -99,6 +99,9 @@ def test_matrix_aggregate_and_mlflow(tiny_project):
     assert "synthetic world, not KINS" in table and "**Profile**: smoke" in table
     assert "Mask R-CNN + ASN (`mrcnn_asn`) | 2 |" in table
     assert (project / "reports" / "tables" / "table4.png").read_bytes()[:4] == b"\x89PNG"
+    index = (project / "reports" / "README.md").read_text()  # the report stage ran last
+    assert "[table4.md](tables/table4.md)" in index and "[table1.md](stats/table1.md)" in index
+    assert "prefect deployment run 'asn-ablation/table6'" in index
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train one model (variant, seed) of the params.yaml profile; resumable, DDP via torchrun"),
     "evaluate": ("evaluate", "checkpoint -> predictions on a split -> Det / Amodal / Inmodal AP (COCO)"),
     "aggregate": ("aggregate", "per-seed metrics -> Table 4 (mean ± variance, paper beside), figure, MLflow parent run"),
+    "report": ("report", "reports/README.md: every table and figure with data source, profile, seeds, commit, command"),
     "runs": ("runs", "list the MLflow runs of an experiment, or find the run behind a metrics.json"),
     "predict": ("predict", "checkpoint + your own images -> predictions JSON and overlay PNGs"),
     "sceneflow-eval": ("sceneflow_eval", "KITTI 2015 scene flow errors D1 / D2 / Fl / SF, devkit rules (Table 8)"),

@@ -37,7 +37,7 @@ import yaml
 from asn.config import load_params, section, thaw
 from asn.errors import InputError
 
-TABLES = ("table4", "table5", "table6", "table7", "custom")
+TABLES = ("table4", "table5", "table6", "table7", "inference_order", "custom")
 SOURCE = "asn-ablation"  # the "file" part of errors about the flow's own parameters
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # arm names become folder and run names
 # What `asn train` + `asn evaluate` run (the deps of the DVC train / evaluate stages), relative
@@ -486,6 +486,11 @@ def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: 
         metrics = dict(result["metrics"])
         metrics["_seed"] = int(result["seed"])
         metrics["_path"] = str(Path(result["eval_dir"]) / "metrics.json")
+        timing = Path(result["eval_dir"]) / "timing.json"  # untracked side file of `asn evaluate`
+        if timing.is_file() and "model_ms_per_image" not in metrics:
+            from asn.io import read_json
+
+            metrics["model_ms_per_image"] = read_json(timing).get("model_ms_per_image")
         per_arm[result["arm"]].append(metrics)
     for name, runs in per_arm.items():
         got = sorted(r["_seed"] for r in runs)

@@ -15,9 +15,11 @@ scored as it is. Writes OUT/metrics.json: det_ap / amodal_ap / inmodal_ap with t
 forms in percent (COCO AP by pycocotools' rules; eval.engine=faster gives identical numbers),
 occlusion accuracy, ap_occ_<bucket> with its definition, and a `files` block naming the
 predictions and the two ground-truth files scored, so anyone can re-score them; and
-OUT/per_class.csv (AP per class). Options come from params.yaml `eval:`."""
+OUT/per_class.csv (AP per class); with --checkpoint also OUT/timing.json (model ms per image:
+machine-dependent, so git- and DVC-ignored). Options come from params.yaml `eval:`
+(eval.inference_order: released | paper, the order of the two box passes)."""
 
-EVAL_KEYS = {"engine", "mask_threshold", "batch_size", "workers", "iou_match", "occlusion_buckets"}
+EVAL_KEYS = {"engine", "mask_threshold", "batch_size", "workers", "iou_match", "occlusion_buckets", "inference_order"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tracking_arguments(parser)
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def eval_options(params, source: str) -> dict:
     from asn.config import section, thaw
 
@@ -48,6 +56,11 @@ def eval_options(params, source: str) -> dict:
         raise InputError(source, f"eval: unknown keys {unknown}, missing keys {missing}")
     if options["engine"] not in ("faster", "pycocotools"):
         raise InputError(source, f"eval.engine: expected faster or pycocotools, got {options['engine']!r}")
+    from asn.model.roi_heads import INFERENCE_ORDERS
+
+    if options["inference_order"] not in INFERENCE_ORDERS:
+        raise InputError(source, f"eval.inference_order: expected one of {list(INFERENCE_ORDERS)}, "
+                                 f"got {options['inference_order']!r}")
     return options
 
 
@@ -80,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
         key = run_key(args.experiment, run_info["variant"], run_info["seed"], run_info["params_hash"],
                       run_info["data_hash"])
+        if run_info.get("inference_order", "released") != "released":
+            # the same checkpoint scored in another inference order is a run of its own
+            key = run_key(args.experiment, run_info["variant"], run_info["seed"], key,
+                          f"inference_order={run_info['inference_order']}")
         metrics["mlflow"] = run_reference(args.experiment, key)
     write_per_class_csv(per_class, args.out / "per_class.csv")
     write_json_atomic(args.out / "metrics.json", metrics, indent=True)
@@ -102,6 +119,7 @@ def _predict(args, options: dict, predictions_path: Path) -> tuple[dict, float]:
 
     device = resolve_device(args.device)
     model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
+    model.roi_heads.inference_order = options["inference_order"]  # an evaluation choice, same weights
     label_map = checkpoint["label_map"]
     dataset = AmodalDataset(args.gt, args.split, args.images, category_ids=label_map["category_ids"])
     dataset.check_images()
@@ -113,13 +131,20 @@ def _predict(args, options: dict, predictions_path: Path) -> tuple[dict, float]:
         progress=not args.no_progress)
     write_json_atomic(predictions_path, results)
     # timings go to the log, not to metrics.json (a tracked output is a function of its inputs)
+    ms_per_image = model_seconds / max(1, len(dataset)) * 1000
     print(f"evaluate: {len(results)} detections on {len(dataset)} images in {time.perf_counter() - t0:.1f} s "
-          f"({model_seconds / max(1, len(dataset)) * 1000:.0f} ms/image in the model) on {device}",
+          f"({ms_per_image:.0f} ms/image in the model, inference order {options['inference_order']}) on {device}",
           file=sys.stderr)
+    # an untracked side file (git-ignored, no stage depends on it) for the sweeps that compare speed
+    write_json_atomic(args.out / "timing.json", {
+        "model_ms_per_image": ms_per_image, "images": len(dataset), "device": str(device),
+        "torch_threads": torch_threads(), "inference_order": options["inference_order"]}, indent=True)
     run_info = {"checkpoint": str(args.checkpoint), "variant": checkpoint["variant"],
                 "seed": checkpoint["run"]["train"]["seed"], "profile": checkpoint["run"]["profile"],
                 "iteration": int(checkpoint["iteration"]), "params_hash": checkpoint.get("params_hash"),
                 "data_hash": checkpoint.get("data_hash")}
+    if options["inference_order"] != "released":
+        run_info["inference_order"] = options["inference_order"]
     return run_info, float(checkpoint["run"]["model"].get("occlusion_threshold", 0.05))
 
 

@@ -24,6 +24,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops import misc as misc_nn_ops
 
 from asn.errors import InputError
+from asn.model.heads import group_norm
 
 _PAPER_SIZES: dict[str, Any] = dict(
     min_size=800, max_size=1333, box_conv_channels=256, box_fc_dim=1024, mask_conv_channels=256,
@@ -47,6 +48,7 @@ BACKBONES: dict[str, dict[str, Any]] = {
 }
 
 _BODIES = {"resnet50": resnet50, "resnet18": resnet18}
+BACKBONE_NORMS = ("auto", "bn", "gn", "frozen_bn")
 
 
 def load_body_weights(body: nn.Module, weights_path: str | Path) -> None:
@@ -84,13 +86,24 @@ def build_backbone(
     fpn_channels: Optional[int] = None,
     weights_path: str | Path | None = None,
     trainable_layers: Optional[int] = None,
+    norm: str = "auto",
 ) -> nn.Module:
-    """ResNet body + FPN with outputs '0'..'3' and 'pool' of ``fpn_channels`` channels."""
+    """ResNet body + FPN with outputs '0'..'3' and 'pool' of ``fpn_channels`` channels.
+
+    ``norm`` is the body's normalization: ``auto`` = frozen batch norm with ImageNet weights
+    (torchvision's fine-tuning default), trained batch norm without; ``gn`` = GroupNorm (32
+    groups), which does not depend on the batch size, for from-scratch training at small
+    batches (He et al., "Rethinking ImageNet Pre-training"); ``bn``; ``frozen_bn``.
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid: {sorted(BACKBONES)}")
+    if norm not in BACKBONE_NORMS:
+        raise ValueError(f"backbone_norm must be one of {BACKBONE_NORMS}, got {norm!r}")
     preset = BACKBONES[name]
     pretrained = weights_path is not None
-    norm_layer = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    if norm == "auto":
+        norm = "frozen_bn" if pretrained else "bn"
+    norm_layer = {"frozen_bn": misc_nn_ops.FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": group_norm}[norm]
     body = _BODIES[preset["body"]](weights=None, norm_layer=norm_layer)
     if pretrained:
         load_body_weights(body, weights_path)

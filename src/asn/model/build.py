@@ -26,7 +26,12 @@ mlc_box_level a / mlc_mask_level b (0..3, see :mod:`asn.model.mlc`), mlc_extract
 mlc_variant ("paper"|"released"), and sizes: min_size, max_size, fpn_channels,
 box_conv_channels, box_fc_dim, mask_conv_channels, rpn_{pre,post}_nms_top_n_{train,test}, anchor_sizes (one per P2..P6),
 box_batch_size_per_image, box_positive_fraction, box_score_thresh, box_nms_thresh,
-box_detections_per_img, trainable_backbone_layers (None = 3 with weights, 5 without).
+box_detections_per_img, trainable_backbone_layers (None = 3 with weights, 5 without),
+head_norm ("none" = the paper's heads | "gn" = GroupNorm after every head / MLC conv, which
+from-scratch training needs) and backbone_norm ("auto" = frozen BN with weights, BN without |
+"bn" | "gn" | "frozen_bn"), inference_order ("released" = NMS before the second pass, as the
+released code | "paper" = second pass on every regressed box, then NMS; see
+:mod:`asn.model.roi_heads`).
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ _HEAD_DEFAULTS: dict[str, Any] = dict(
     box_nms_thresh=0.5,
     box_detections_per_img=100,
     trainable_backbone_layers=None,
+    head_norm="none",
+    backbone_norm="auto",
+    inference_order="released",
 )
 
 _FEATURE_NAMES = ["0", "1", "2", "3"]
@@ -178,8 +186,9 @@ def build_model(
 
     body = build_backbone(
         backbone, fpn_channels=config["fpn_channels"], weights_path=weights_path,
-        trainable_layers=config["trainable_backbone_layers"],
+        trainable_layers=config["trainable_backbone_layers"], norm=config["backbone_norm"],
     )
+    norm = config["head_norm"]
     channels = body.out_channels
     adaptive_levels = len(_FEATURE_NAMES) if config["panet"] else 0
     if config["panet"]:
@@ -203,11 +212,11 @@ def build_model(
     )
 
     box_conv, box_fc = config["box_conv_channels"], config["box_fc_dim"]
-    box_head = ConvFCHead(channels, box_conv, box_fc, adaptive_levels=adaptive_levels)
+    box_head = ConvFCHead(channels, box_conv, box_fc, adaptive_levels=adaptive_levels, norm=norm)
     box_predictor = FastRCNNPredictor(box_fc, num_classes)
     occlusion_head = occlusion_predictor = None
     if config["occlusion"]:
-        occlusion_head = ConvFCHead(channels, box_conv, box_fc, adaptive_levels=adaptive_levels)
+        occlusion_head = ConvFCHead(channels, box_conv, box_fc, adaptive_levels=adaptive_levels, norm=norm)
         occlusion_predictor = OcclusionPredictor(box_fc)
 
     mask_conv = config["mask_conv_channels"]
@@ -222,11 +231,11 @@ def build_model(
                 box_conv, channels if mask_level == 0 else mask_conv,
                 extraction_fusion=config["mlc_extraction_fusion"], order_adjust=bool(config["mlc_order_adjust"]),
                 extraction_convs=config["mlc_extraction_convs"], combination_convs=config["mlc_combination_convs"],
-                variant=config["mlc_variant"],
+                variant=config["mlc_variant"], norm=norm,
             )
         branches[name] = MaskBranch(
             channels, mask_conv, num_classes, adaptive_levels=adaptive_levels, fc_fusion=bool(config["panet"]),
-            mlc=mlc, mlc_mask_level=mask_level,
+            mlc=mlc, mlc_mask_level=mask_level, norm=norm,
         )
 
     roi_heads = AmodalRoIHeads(
@@ -238,6 +247,7 @@ def build_model(
         occlusion_threshold=config["occlusion_threshold"],
         occlusion_positive_weight=config["occlusion_positive_weight"], occlusion_rule=config["occlusion_rule"],
         mask_roi_pool=mask_pool, mask_branches=branches, mlc_box_level=config["mlc_box_level"],
+        inference_order=config["inference_order"],
     )
     transform = AmodalRCNNTransform(
         config["min_size"], config["max_size"], [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

@@ -19,23 +19,40 @@ from asn.model.mlc import MultiLevelCoding
 from asn.model.panet import AdaptiveMaxFusion, FullyConnectedFusion
 
 
-def _conv3x3(in_channels: int, out_channels: int) -> nn.Module:
-    return Conv2dNormActivation(in_channels, out_channels, kernel_size=3, norm_layer=None)
+HEAD_NORMS = ("none", "gn")
 
 
-def _conv_stack(in_channels: int, channels: int, num_convs: int, adaptive_levels: int) -> nn.ModuleList:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu & He, 2018), fewer when ``channels`` is not a multiple of 32."""
+    groups = 32
+    while channels % groups:
+        groups //= 2
+    return nn.GroupNorm(groups, channels)
+
+
+def _conv3x3(in_channels: int, out_channels: int, norm: str = "none") -> nn.Module:
+    # with a norm layer the conv has no bias (the norm's shift replaces it), as in detectron2
+    return Conv2dNormActivation(in_channels, out_channels, kernel_size=3,
+                                norm_layer=group_norm if norm == "gn" else None)
+
+
+def _conv_stack(in_channels: int, channels: int, num_convs: int, adaptive_levels: int,
+                norm: str = "none") -> nn.ModuleList:
+    if norm not in HEAD_NORMS:
+        raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {norm!r}")
     convs: list[nn.Module] = []
     for index in range(num_convs):
         conv_in = in_channels if index == 0 else channels
         if index == 0 and adaptive_levels:
-            convs.append(AdaptiveMaxFusion([_conv3x3(conv_in, channels) for _ in range(adaptive_levels)]))
+            convs.append(AdaptiveMaxFusion([_conv3x3(conv_in, channels, norm) for _ in range(adaptive_levels)]))
         else:
-            convs.append(_conv3x3(conv_in, channels))
+            convs.append(_conv3x3(conv_in, channels, norm))
     stack = nn.ModuleList(convs)
     for module in stack.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     return stack
 
 
@@ -57,9 +74,10 @@ class ConvFCHead(nn.Module):
         num_convs: int = 4,
         resolution: int = 7,
         adaptive_levels: int = 0,
+        norm: str = "none",
     ):
         super().__init__()
-        self.convs = _conv_stack(in_channels, conv_channels, num_convs, adaptive_levels)
+        self.convs = _conv_stack(in_channels, conv_channels, num_convs, adaptive_levels, norm)
         self.fc = nn.Linear(conv_channels * resolution * resolution, fc_dim)
         self.relu = nn.ReLU(inplace=True)
         self.out_channels = fc_dim
@@ -113,6 +131,7 @@ class MaskBranch(nn.Module):
         mlc: Optional[MultiLevelCoding] = None,
         mlc_mask_level: int = 1,
         roi_resolution: int = 14,
+        norm: str = "none",
     ):
         super().__init__()
         if mlc is not None and not 0 <= mlc_mask_level < num_convs:
@@ -120,11 +139,11 @@ class MaskBranch(nn.Module):
         if mlc is not None and adaptive_levels and mlc_mask_level == 0:
             raise ValueError("mlc_mask_level=0 is not defined under adaptive feature pooling (PANet): "
                              "the first mask layer fuses the pyramid levels; use 1..3")
-        self.convs = _conv_stack(in_channels, conv_channels, num_convs, adaptive_levels)
+        self.convs = _conv_stack(in_channels, conv_channels, num_convs, adaptive_levels, norm)
         self.predictor = MaskRCNNPredictor(conv_channels, conv_channels, num_classes)
         self.mlc = mlc
         self.mlc_mask_level = mlc_mask_level
-        self.fc_fusion = FullyConnectedFusion(conv_channels, roi_resolution) if fc_fusion else None
+        self.fc_fusion = FullyConnectedFusion(conv_channels, roi_resolution, norm=norm) if fc_fusion else None
         self.fc_fusion_after = min(2, num_convs - 1)
 
     def forward(

@@ -32,7 +32,12 @@ FUSIONS = ("concat", "add")
 MLC_VARIANTS = ("paper", "released")
 
 
-def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+def _conv_relu(in_channels: int, out_channels: int, norm: str = "none") -> list[nn.Module]:
+    if norm == "gn":  # the norm's shift replaces the conv bias
+        from asn.model.heads import group_norm  # heads imports this module
+
+        return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), group_norm(out_channels),
+                nn.ReLU(inplace=True)]
     return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
 
 
@@ -59,6 +64,7 @@ class MultiLevelCoding(nn.Module):
         extraction_convs: int = 2,
         combination_convs: int = 3,
         variant: str = "paper",
+        norm: str = "none",
     ):
         super().__init__()
         if extraction_fusion not in FUSIONS:
@@ -74,31 +80,32 @@ class MultiLevelCoding(nn.Module):
         extraction: list[nn.Module] = []
         combination: list[nn.Module] = []
         if variant == "released":
-            extraction += _conv_relu(code_channels, mask_channels)
+            extraction += _conv_relu(code_channels, mask_channels, norm)
             extraction += _deconv_relu(mask_channels, mask_channels)
-            extraction += _conv_relu(mask_channels, mask_channels)
-            combination += _conv_relu(2 * mask_channels, mask_channels)
-            combination += _conv_relu(mask_channels, mask_channels)
+            extraction += _conv_relu(mask_channels, mask_channels, norm)
+            combination += _conv_relu(2 * mask_channels, mask_channels, norm)
+            combination += _conv_relu(mask_channels, mask_channels, norm)
         else:
             if order_adjust:
                 extraction += _deconv_relu(code_channels, mask_channels)
                 for _ in range(extraction_convs):
-                    extraction += _conv_relu(mask_channels, mask_channels)
+                    extraction += _conv_relu(mask_channels, mask_channels, norm)
             else:
                 channels = code_channels
                 for _ in range(extraction_convs):
-                    extraction += _conv_relu(channels, mask_channels)
+                    extraction += _conv_relu(channels, mask_channels, norm)
                     channels = mask_channels
                 extraction += _deconv_relu(mask_channels, mask_channels)
             for index in range(combination_convs):
                 last = index == combination_convs - 1
-                combination += _conv_relu(2 * mask_channels, mask_channels if last else 2 * mask_channels)
+                combination += _conv_relu(2 * mask_channels, mask_channels if last else 2 * mask_channels, norm)
         self.extraction = nn.Sequential(*extraction)
         self.combination = nn.Sequential(*combination)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def extract(self, box_feature: Tensor, occlusion_feature: Tensor) -> Tensor:
         """(R, C_box, 7, 7) x 2 -> (R, C_mask, 14, 14)."""

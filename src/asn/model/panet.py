@@ -114,20 +114,18 @@ class AdaptiveMaxFusion(nn.Module):
 class FullyConnectedFusion(nn.Module):
     """PANet's fc path of the mask head: (R, C, 14, 14) -> (R, 1, 28, 28) class-agnostic logits."""
 
-    def __init__(self, channels: int, roi_resolution: int = 14, mask_resolution: int = 28):
+    def __init__(self, channels: int, roi_resolution: int = 14, mask_resolution: int = 28, norm: str = "none"):
         super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels // 2, 3, padding=1),
-            nn.ReLU(inplace=True),
-        )
+        from asn.model.mlc import _conv_relu  # the heads' conv + (norm) + ReLU unit
+
+        self.convs = nn.Sequential(*_conv_relu(channels, channels, norm), *_conv_relu(channels, channels // 2, norm))
         self.fc = nn.Linear((channels // 2) * roi_resolution * roi_resolution, mask_resolution * mask_resolution)
         self.mask_resolution = mask_resolution
         for module in self.convs:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, feature: Tensor) -> Tensor:
         x = self.convs(feature).flatten(1)

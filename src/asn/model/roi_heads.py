@@ -10,12 +10,18 @@ Training (per batch): torchvision's proposal sampling and matching, then
   own ground truth cropped to the (amodal) RoI box. With MLC only the foreground RoIs' box /
   occlusion features feed the mask branches.
 
-Inference (two passes): the box branch scores and regresses the proposals; torchvision's
-post-processing (score threshold, per-class NMS, top-k) keeps the detections; their regressed
-boxes then go back through the box and occlusion branches, which yields the occlusion scores
-and the box / occlusion features MLC combines into the amodal and inmodal masks. As in the
-released code, the class scores are those of the first pass, and NMS runs before the second
-pass so that it costs ~100 RoIs rather than every proposal.
+Inference (two passes), in one of two orders (``inference_order``):
+- ``"released"`` (default, the released code's order): the box branch scores and regresses the
+  proposals; torchvision's post-processing (score threshold, per-class NMS, top-k) keeps the
+  detections; their regressed boxes then go back through the box and occlusion branches, which
+  yields the occlusion scores and the box / occlusion features MLC combines into the amodal
+  and inmodal masks. Class scores are those of the first pass; NMS runs before the second pass
+  so that it costs ~100 RoIs rather than every proposal.
+- ``"paper"`` (section 4.3): every proposal's regressed box (that of its best foreground
+  class) goes back through the box branch, whose second-pass class scores rank it; then the
+  same post-processing (threshold, NMS, top-k) on those boxes and scores; then the occlusion
+  branch and the masks on the kept boxes. The second pass runs on every proposal (~300 RoIs
+  in the smoke preset, 1000 in the paper's), which is what it costs.
 
 Outputs per image: ``boxes``, ``labels``, ``scores``, ``amodal_masks``, ``inmodal_masks``
 (K, 1, 28, 28 probabilities here, pasted at image size by the transform), ``occlusion_scores``
@@ -40,6 +46,7 @@ from asn.model.losses import fastrcnn_loss, mask_loss, occlusion_loss
 from asn.model.targets import occluded_masks, occlusion_labels, occlusion_labels_released
 
 OCCLUSION_RULES = ("ratio", "released")
+INFERENCE_ORDERS = ("released", "paper")
 MASK_BRANCH_NAMES = ("amodal", "inmodal", "invisible")
 
 
@@ -68,12 +75,16 @@ class AmodalRoIHeads(RoIHeads):
         mask_roi_pool: Optional[nn.Module] = None,
         mask_branches: Optional[dict[str, MaskBranch]] = None,
         mlc_box_level: int = 1,
+        inference_order: str = "released",
     ):
         super().__init__(
             box_roi_pool, box_head, box_predictor,
             fg_iou_thresh, bg_iou_thresh, batch_size_per_image, positive_fraction, bbox_reg_weights,
             score_thresh, nms_thresh, detections_per_img,
         )
+        if inference_order not in INFERENCE_ORDERS:
+            raise ValueError(f"inference_order must be one of {INFERENCE_ORDERS}, got {inference_order!r}")
+        self.inference_order = inference_order
         if occlusion_rule not in OCCLUSION_RULES:
             raise ValueError(f"occlusion_rule must be one of {OCCLUSION_RULES}, got {occlusion_rule!r}")
         if (occlusion_head is None) != (occlusion_predictor is None):
@@ -246,10 +257,34 @@ class AmodalRoIHeads(RoIHeads):
                 )
         return losses
 
+    def regressed_boxes(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
+                        image_shapes: list[tuple[int, int]]) -> list[Tensor]:
+        """Each proposal's box regressed for its highest-scoring foreground class, clipped to its
+        image: (sum R_i, num_classes) logits and (sum R_i, 4 * num_classes) deltas -> [(R_i, 4)]."""
+        counts = [p.shape[0] for p in proposals]
+        if sum(counts) == 0:
+            return [p.clone() for p in proposals]
+        decoded = self.box_coder.decode(box_regression, proposals)  # (R, num_classes, 4)
+        best = F.softmax(class_logits, -1)[:, 1:].argmax(dim=1) + 1
+        chosen = decoded[torch.arange(decoded.shape[0], device=decoded.device), best]
+        out = []
+        for boxes, shape in zip(chosen.split(counts), image_shapes):
+            height, width = shape
+            out.append(torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                                    boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1))
+        return out
+
     def _forward_inference(self, features, proposals, image_shapes) -> list[dict[str, Tensor]]:
         pooled = self.box_roi_pool(features, proposals, image_shapes)
         box_fc, _ = self.box_head(pooled)
         class_logits, box_regression = self.box_predictor(box_fc)
+        if self.inference_order == "paper":
+            proposals = self.regressed_boxes(class_logits, box_regression, proposals, image_shapes)
+            pooled = self.box_roi_pool(features, proposals, image_shapes)
+            box_fc, _ = self.box_head(pooled)
+            class_logits, _ = self.box_predictor(box_fc)
+            # the boxes are final: zero deltas decode every class's box to the regressed box itself
+            box_regression = torch.zeros_like(box_regression)
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         counts = [b.shape[0] for b in boxes]
         result = [{"boxes": b, "labels": lab, "scores": s} for b, lab, s in zip(boxes, labels, scores)]

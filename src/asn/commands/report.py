@@ -1,0 +1,248 @@
+"""`asn report`: reports/README.md, the index of every table (1-8) and figure with its provenance.
+
+Each entry names the file, its data source, profile, seeds, git commit, the MLflow experiment to
+browse and the command that regenerates it, read from the files the stages and sweeps wrote
+(nothing is recomputed here). Tables 1-3 get the paper's values beside ours where they are
+transcribed in :mod:`asn.paper`; a table that has not been generated yet is listed with the
+command that makes it, never left out.
+
+Tables 5-7 come from Prefect sweeps, which DVC does not track: the DVC stage `report` reads them
+when they exist at the time it runs; after a sweep, `asn report` refreshes the index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from asn.errors import InputError
+
+HELP = """Write reports/README.md: an index of Tables 1-8 and the figures, each with its data
+source, profile, seeds, git commit, the command that regenerates it and the MLflow experiment
+to browse; the statistics tables (1-3) with the paper's values beside ours. Reads what the
+stats / aggregate stages and the asn-ablation sweeps wrote; recomputes nothing."""
+
+STATS_COMMAND = "dvc repro stats"
+SWEEP_TABLES = ("table5", "table6", "table7")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stats", type=Path, required=True, help="folder written by `asn stats` (summary.json, table1-3)")
+    parser.add_argument("--tables", type=Path, required=True, help="folder of table4.json and the sweeps' tableN.json")
+    parser.add_argument("--out", type=Path, required=True, help="the index to write (Markdown)")
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    from asn.io import read_json
+
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise InputError(path, "missing: run `dvc repro stats` first")
+    try:
+        return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(path, f"cannot read CSV: {error}") from error
+
+
+def _rel(path: Path, base: Path) -> str:
+    """Link target relative to the index's folder (the index lives in reports/)."""
+    import os
+
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "n/a"
+    if isinstance(value, str) and "." in value:  # CSV cells
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _provenance_row(label: str, link: str, source: str, profile: str, seeds: str, commit: str,
+                    command: str, experiment: str) -> str:
+    return f"| {label} | {link} | {source} | {profile} | {seeds} | {commit} | {command} | {experiment} |"
+
+
+def _short(commit: Optional[str]) -> str:
+    return f"`{commit[:10]}`" if commit else "n/a"
+
+
+def _model_table_row(label: str, path: Path, base: Path, data: Optional[Mapping[str, Any]], command: str,
+                     experiment: str) -> str:
+    if data is None:
+        return _provenance_row(label, "not generated yet", "-", "-", "-", "-", f"`{command}`", f"`{experiment}`")
+    seeds = sorted({s for row in data.get("rows", []) for s in row.get("seed_list", [])})
+    source = str(data.get("data_source", "?"))
+    source = "synthetic world (not KINS)" if source == "synthetic" else source
+    return _provenance_row(label, f"[{path.name}]({_rel(path, base)})", source, str(data.get("profile", "?")),
+                           ", ".join(str(s) for s in seeds) or "n/a", _short(data.get("git_commit")),
+                           f"`{command}`", f"`{experiment}`")
+
+
+def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) -> str:
+    """The Markdown text of the index (deterministic in its inputs and ``commit``)."""
+    from asn import paper
+
+    base = out.parent
+    summary = _read_json(stats_dir / "summary.json")
+    if summary is None:
+        raise InputError(stats_dir / "summary.json", "missing: run `dvc repro stats` first")
+    stats_source = str(summary.get("source", "?"))
+    synthetic = "synthetic" in stats_source
+    table4 = _read_json(tables_dir / "table4.json")
+    sweeps = {name: _read_json(tables_dir / f"{name}.json") for name in SWEEP_TABLES}
+    table8 = _read_json(tables_dir / "table8.json")
+
+    lines = [
+        "# Reports: every table and figure of the paper, regenerated",
+        "",
+        f"Generated by `dvc repro report` (or `asn report --stats {_rel(stats_dir, Path('.'))} "
+        f"--tables {_rel(tables_dir, Path('.'))} --out {_rel(out, Path('.'))}`) at commit {_short(commit)}.",
+        "",
+        ("**Data: the embedded synthetic world, not KINS.** Every number below that is ours describes "
+         "synthetic data; paper columns are the paper's numbers on KINS, given for context."
+         if synthetic else f"**Data: {stats_source}.**"),
+        "",
+        "Browse every training / evaluation run: `make ui` (MLflow on 127.0.0.1:5000), experiments "
+        "`table4`, `table5`, `table6`, `table7`; `asn runs --metrics <metrics.json>` names the run "
+        "behind one number.",
+        "",
+        "## Index",
+        "",
+        "| Item | File | Data | Profile | Seeds | Git commit | Regenerate | MLflow experiment |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    stats_label = "synthetic world (not KINS)" if synthetic else stats_source
+    for label, name in (("Table 1: instances per category", "table1.md"),
+                        ("Table 2: convexity and simplicity", "table2.md"),
+                        ("Table 3: annotation consistency", "table3.md"),
+                        ("Figure 4(a): occlusion ratio of instances", "figure4a.png"),
+                        ("Figure 4(b): instances per image", "figure4b.png"),
+                        ("Figure 4(c): max occlusion order per cluster", "figure4c.png")):
+        path = stats_dir / name
+        link = f"[{name}]({_rel(path, base)})" if path.is_file() else "not generated yet"
+        lines.append(_provenance_row(label, link, stats_label, "n/a (statistics)", "n/a", _short(commit),
+                                     f"`{STATS_COMMAND}`", "-"))
+    lines.append(_model_table_row("Table 4: Det / Amodal / Inmodal AP", tables_dir / "table4.md", base, table4,
+                                  "dvc repro aggregate", "table4"))
+    if table4 is not None and (tables_dir / "table4.png").is_file():
+        lines.append(_provenance_row("Table 4 figure: AP per variant with every seed",
+                                     f"[table4.png]({_rel(tables_dir / 'table4.png', base)})", "as Table 4",
+                                     "as Table 4", "as Table 4", "as Table 4", "`dvc repro aggregate`", "`table4`"))
+    titles = {"table5": "Table 5: mask heads, OC, MLC position", "table6": "Table 6: OC threshold",
+              "table7": "Table 7: MLC parts"}
+    for name in SWEEP_TABLES:
+        lines.append(_model_table_row(titles[name], tables_dir / f"{name}.md", base, sweeps[name],
+                                      f"prefect deployment run 'asn-ablation/{name}'", name))
+    lines.append(_model_table_row("Table 8: scene flow with instance masks", tables_dir / "table8.md", base,
+                                  table8, "dvc repro sceneflow", "table8"))
+    lines += [
+        "",
+        "Tables 5-7 are Prefect sweeps (`make prefect`, then the command in the row; see pipelines/README.md). "
+        "DVC does not track them: after a sweep, `asn report` refreshes this index. "
+        + ("Table 8 (scene flow) is not wired into the pipeline yet." if table8 is None else ""),
+        "",
+    ]
+    lines += _table1_section(stats_dir, paper)
+    lines += _table2_section(stats_dir, paper)
+    lines += _table3_section(stats_dir, paper)
+    lines += _model_summary(table4, sweeps, base, tables_dir)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _paper_note(source: Optional[str]) -> str:
+    return (f"Paper columns: paper-reported on KINS ({source}); context, not a result of this project."
+            if source else "Paper columns: not transcribed in this project (`asn.paper`); nothing is guessed.")
+
+
+def _table1_section(stats_dir: Path, paper) -> list[str]:
+    rows = _read_csv(stats_dir / "table1.csv")
+    known = paper.TABLE1 or {}
+    lines = ["## Table 1: instances per category, ours beside the paper's", "",
+             "| Category | Ours: total | Ours: ratio | Paper: total | Paper: ratio |", "|---|---|---|---|---|"]
+    for row in rows:
+        name = row.get("category", "")
+        ref = known.get(name, {})
+        lines.append(f"| {name} | {row.get('total', 'n/a')} | {_fmt(row.get('ratio'))} | "
+                     f"{_fmt(ref.get('total'))} | {_fmt(ref.get('ratio'))} |")
+    return lines + ["", _paper_note(paper.TABLE1_SOURCE if known else None), ""]
+
+
+def _table2_section(stats_dir: Path, paper) -> list[str]:
+    rows = _read_csv(stats_dir / "table2.csv")
+    lines = ["## Table 2: shape convexity and simplicity, ours beside the paper's", "",
+             "| Dataset | Segments | Convexity | Simplicity |", "|---|---|---|---|"]
+    for row in rows:
+        if row.get("split") == "all":
+            lines.append(f"| ours (all splits) | {row.get('segments')} | {_fmt(row.get('convexity'))} | "
+                         f"{_fmt(row.get('simplicity'))} |")
+    for (dataset, segments), values in (paper.TABLE2 or {}).items():
+        lines.append(f"| {dataset} (paper) | {segments} | {_fmt(values.get('convexity'))} | "
+                     f"{_fmt(values.get('simplicity'))} |")
+    return lines + ["", _paper_note(paper.TABLE2_SOURCE if paper.TABLE2 else None), ""]
+
+
+def _table3_section(stats_dir: Path, paper) -> list[str]:
+    """Pairwise mean mask IoU of the annotators and each against the majority vote; the
+    paper's values beside ours where transcribed."""
+    data = _read_json(stats_dir / "table3.json")
+    lines = ["## Table 3: annotation consistency (mean mask IoU), ours beside the paper's", ""]
+    if not data or not data.get("names"):
+        return lines + ["Not available: the statistics stage found no annotator files "
+                        "(`synth.annotators` > 0, or KINS annotator files).", ""]
+    names = list(data["names"])
+    lines += ["| Annotator | " + " | ".join(names) + " | majority_vote |", "|---" * (len(names) + 2) + "|"]
+    for name, row, vote in zip(names, data.get("matrix", []), data.get("vs_majority", [])):
+        lines.append(f"| {name} (ours) | " + " | ".join(_fmt(v) for v in row) + f" | {_fmt(vote)} |")
+    for name, values in (paper.TABLE3 or {}).items():
+        lines.append(f"| {name} (paper) | " + " | ".join(_fmt(values.get(n)) for n in names)
+                     + f" | {_fmt(values.get('majority_vote'))} |")
+    lines += ["", f"- {data.get('n_images', '?')} images, {data.get('n_instances', '?')} instances per set; "
+              f"source: {data.get('source', '?')}."]
+    return lines + ["", _paper_note(paper.TABLE3_SOURCE if paper.TABLE3 else None), ""]
+
+
+def _model_summary(table4, sweeps, base: Path, tables_dir: Path) -> list[str]:
+    lines = ["## Tables 4-7 at a glance (mean over seeds; the linked files have variances and paper columns)", ""]
+    for name, data in (("table4", table4), *sweeps.items()):
+        if data is None:
+            continue
+        lines += [f"### {name}", "", "| Row | Seeds | Det AP | Amodal AP | Inmodal AP |", "|---|---|---|---|---|"]
+        for row in data.get("rows", []):
+            cells = [(_fmt(row[m]["mean"], 1) if isinstance(row.get(m), Mapping) else "n/a")
+                     for m in ("det_ap", "amodal_ap", "inmodal_ap")]
+            lines.append(f"| {row.get('name', row.get('variant'))} (`{row.get('variant')}`) | {row.get('seeds', 'n/a')} | "
+                         + " | ".join(cells) + " |")
+        lines += ["", f"Full table: [{name}.md]({_rel(tables_dir / (name + '.md'), base)})", ""]
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from asn.io import write_text_atomic
+    from asn.tracking import git_commit
+
+    commit = git_commit(paths=["src", "stages", "params.yaml", "dvc.yaml", "pyproject.toml"]) or ""
+    text = build_index(args.stats, args.tables, args.out, commit=commit)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, text)
+    print(f"report: wrote {args.out}", file=sys.stderr)
+    return 0
