@@ -53,6 +53,7 @@ def tiny_project(tmp_path_factory):
     params["train"].update(workers=0)
     params["eval"].update(workers=0)
     params["table4"].update(variants=VARIANTS, seeds=SEEDS)
+    params["sceneflow"].update(scenes=2, width=160, height=64, bootstrap=50, max_disparity=32)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "ASN_NO_TRACKING")}
     env.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
@@ -99,6 +100,9 @@ def test_matrix_aggregate_and_mlflow(tiny_project):
     assert "synthetic world, not KINS" in table and "**Profile**: smoke" in table
     assert "Mask R-CNN + ASN (`mrcnn_asn`) | 2 |" in table
     assert (project / "reports" / "tables" / "table4.png").read_bytes()[:4] == b"\x89PNG"
+    table8 = (project / "reports" / "tables" / "table8.md").read_text()
+    assert "synthetic stereo / motion world (NOT KITTI" in table8 and "(`mrcnn_asn`) | 2 |" in table8
+    assert "(`gt`) | - |" in table8 and (project / "reports" / "tables" / "table8.png").is_file()
     index = (project / "reports" / "README.md").read_text()  # the report stage ran last
     assert "[table4.md](tables/table4.md)" in index and "[table1.md](stats/table1.md)" in index
     assert "prefect deployment run 'asn-ablation/table6'" in index
