@@ -31,6 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def code_commit(paths: list[str]) -> str:
+    """The last commit that changed ``paths`` (+dirty when they differ from it): the same in a
+    fresh clone with later result commits, so a re-run writes the same table."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", *paths], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
 def read_kitti_calib(path: Path) -> dict:
     """focal, cx, cy, baseline from a KITTI ``calib_cam_to_cam/NNNNNN.txt`` (P_rect_02 / P_rect_03:
     P = K [I | t], the right camera's t_x = -focal * baseline)."""
@@ -68,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from asn.sceneflow import table8
     from asn.sceneflow.baseline import Camera, baseline_estimate
     from asn.sceneflow.refine import refine_instances
-    from asn.tracking import git_commit
+    import cv2
 
+    cv2.setNumThreads(1)  # the same estimates, bit for bit, on any machine (a tracked output)
     params = load_params(args.params, args.overrides)
     options = thaw(section(params, "sceneflow", str(args.params)))
     unknown, missing = sorted(set(options) - SCENEFLOW_KEYS), sorted(SCENEFLOW_KEYS - set(options))
@@ -166,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
                      "seeds": len(arm_seeds[arm]) if arm_seeds[arm] != [None] else "-",
                      "seed_list": [s for s in arm_seeds[arm] if s is not None], "rates": rates, "interval": interval,
                      "per_seed_scene_counts": counts.tolist()})
-    commit = git_commit(paths=["src", "stages", "params.yaml", "dvc.yaml", "pyproject.toml"])
+    commit = code_commit(["src", "stages", "params.yaml", "dvc.yaml", "pyproject.toml"])
     header = {"Data": ("synthetic stereo / motion world (NOT KITTI; synthetic-data results), "
                        f"{len(names)} scenes of {width}x{height}") if source == "synthetic"
               else f"KITTI 2015 scene flow ({args.data}), {len(names)} frames",
