@@ -71,3 +71,59 @@ def test_cli_writes_table3_and_rejects_mismatched_sets(tmp_path, capsys):
     _write_set(tmp_path / "d.json", [0, 20], image_ids=(2,))
     with pytest.raises(InputError, match="different images"):
         consistency_statistics([tmp_path / "a.json", tmp_path / "d.json"])
+
+
+def test_two_stage_layout_against_a_reference(tmp_path, capsys):
+    """Stage 1: squares at x = 0 / 5 / 2 (reference at 0); stage 2 after review: 0 / 1 / 0."""
+    from asn.stats.consistency import two_stage_statistics, two_stage_table
+
+    for name, x in (("a", 0), ("b", 5), ("c", 2), ("a2", 0), ("b2", 1), ("c2", 0), ("ref", 0)):
+        _write_set(tmp_path / f"{name}.json", [x])
+    # the reference may hold more images and annotations than the annotator files
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    ref["images"].append({"id": 2, "file_name": "000002.png", "width": 40, "height": 20})
+    ref["annotations"].append({"id": 99, "image_id": 2, "category_id": 4, "segmentation": _square(0, 0, 5)})
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    stage1 = [tmp_path / f"{n}.json" for n in ("a", "b", "c")]
+    stage2 = [tmp_path / f"{n}.json" for n in ("a2", "b2", "c2")]
+    result = two_stage_statistics(stage1, stage2, reference=tmp_path / "ref.json")
+    columns, rows = two_stage_table(result)
+    assert columns == ["annotation", "stage 1", "stage 2"]
+    table = {row[0]: row[1:] for row in rows}
+    assert table["a"] == pytest.approx([1.0, 1.0])
+    assert table["b"] == pytest.approx([50 / 150, 90 / 110])
+    assert table["c"] == pytest.approx([80 / 120, 1.0])
+    # stage 1 majority = columns 2..11 (see above): IoU 80 / 120 with the reference; stage 2: exact
+    assert table["majority_vote"] == pytest.approx([80 / 120, 1.0])
+    pairwise1 = (1 / 3 + 80 / 120 + 70 / 130) / 3
+    pairwise2 = (90 / 110 + 1.0 + 90 / 110) / 3
+    assert table["mean pairwise (between annotators)"] == pytest.approx([pairwise1, pairwise2])
+    # the written files carry the layout, and the CLI does the same
+    out = tmp_path / "out"
+    assert main(["consistency", *map(str, stage1), "--stage2", *map(str, stage2),
+                 "--reference", str(tmp_path / "ref.json"), "--out", str(out)]) == 0
+    text = (out / "table3.md").read_text()
+    assert "| annotation | stage 1 | stage 2 |" in text and "## Stage 2: IoU between annotators" in text
+    saved = json.loads((out / "table3.json").read_text())
+    assert saved["layout"] == "two_stage" and [s["stage"] for s in saved["stages"]] == [1, 2]
+    assert (out / "table3.csv").read_text().splitlines()[0] == "annotation,stage 1,stage 2"
+
+
+def test_two_stage_bad_input(tmp_path, capsys):
+    from asn.stats.consistency import two_stage_statistics
+
+    for name, x in (("a", 0), ("b", 5), ("a2", 0)):
+        _write_set(tmp_path / f"{name}.json", [x])
+    with pytest.raises(InputError, match="stage 2 has 1 annotator files, stage 1 has 2"):
+        two_stage_statistics([tmp_path / "a.json", tmp_path / "b.json"], [tmp_path / "a2.json"])
+    # a reference without the annotators' annotation id: exit 2, file and id named, nothing written
+    _write_set(tmp_path / "ref.json", [0])
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    ref["annotations"][0]["id"] = 77
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    out = tmp_path / "out"
+    assert main(["consistency", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "--reference", str(tmp_path / "ref.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ref.json" in err and "annotation 10" in err and "missing from the reference" in err
+    assert not out.exists()

@@ -106,6 +106,11 @@ def test_matrix_aggregate_and_mlflow(tiny_project):
     index = (project / "reports" / "README.md").read_text()  # the report stage ran last
     assert "[table4.md](tables/table4.md)" in index and "[table1.md](stats/table1.md)" in index
     assert "prefect deployment run 'asn-ablation/table6'" in index
+    # Table 3 in the two-stage layout: the synthetic annotators' review brings them closer to the truth
+    table3 = json.loads((project / "reports" / "stats" / "table3.json").read_text())
+    assert table3["layout"] == "two_stage" and table3["stages"][0]["reference"] == "data/normalized/train_amodal.json"
+    assert table3["stages"][1]["majority_vs_reference"] > table3["stages"][0]["majority_vs_reference"]
+    assert "| Annotation | stage 1 | stage 2 |" in index
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")

@@ -91,3 +91,28 @@ def test_corrupt_table_json_names_the_file(tmp_path, capsys):
     code = main(["report", "--stats", str(tmp_path / "stats"), "--tables", str(tmp_path / "tables"),
                  "--out", str(tmp_path / "README.md")])
     assert code == 2 and "table4.json" in capsys.readouterr().err
+
+
+def test_table3_two_stage_layout_with_paper_columns(tmp_path, monkeypatch):
+    from asn import paper
+
+    _stats(tmp_path / "stats")
+    stage = {"names": ["annotator_1", "annotator_2"], "matrix": [[1.0, 0.8], [0.8, 1.0]],
+             "vs_majority": [0.9, 0.85], "reference": "data/normalized/train_amodal.json"}
+    (tmp_path / "stats" / "table3.json").write_text(json.dumps({
+        **stage, "layout": "two_stage", "n_images": 2, "n_instances": 7, "source": "synthetic annotators",
+        "stages": [stage | {"stage": 1, "vs_reference": [0.9, 0.8], "majority_vs_reference": 0.91},
+                   stage | {"stage": 2, "matrix": [[1.0, 0.9], [0.9, 1.0]], "vs_reference": [0.95, 0.93],
+                            "majority_vs_reference": 0.96}]}))
+    monkeypatch.setattr(paper, "TABLE3", {"majority_vote": {"stage 1": 0.5, "stage 2": 0.6}})
+    monkeypatch.setattr(paper, "TABLE3_SOURCE", "Table 3 of the paper")
+    out = tmp_path / "README.md"
+    assert main(["report", "--stats", str(tmp_path / "stats"), "--tables", str(tmp_path / "tables"),
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| Annotation | stage 1 | stage 2 |" in text
+    assert "| annotator_2 (ours) | 0.8000 | 0.9300 |" in text
+    assert "| majority_vote (ours) | 0.9100 | 0.9600 |" in text
+    assert "| mean pairwise (between annotators) (ours) | 0.8000 | 0.9000 |" in text
+    assert "| majority_vote (paper) | 0.5000 | 0.6000 |" in text
+    assert "IoU with the released annotation `data/normalized/train_amodal.json`" in text

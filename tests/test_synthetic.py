@@ -101,7 +101,7 @@ def test_same_seed_same_bytes_for_any_worker_count(tmp_path):
     synthesize(tmp_path / "a", workers=1, **kwargs)
     synthesize(tmp_path / "b", workers=2, **kwargs)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert len(a) == 6 + 6 + 3 + 2 + 2
+    assert len(a) == 6 + 6 + 3 + 2 + 2 + 2  # images, labels, test images, 2 JSON, 2 annotators x 2 stages
     assert a == b
     synthesize(tmp_path / "c", workers=1, **{**kwargs, "seed": 4})
     assert _files(tmp_path / "c") != a
@@ -244,3 +244,28 @@ def test_failed_run_keeps_existing_dataset(tmp_path, monkeypatch):
         synthesize(out, n_train=3, n_test=1, seed=5, width=160, height=48, workers=1, progress=False)
     assert _files(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_stage2_annotators_are_the_reviewed_stage1(dataset):
+    """Stage 2 (Table 3): the same annotator, same ids, each vertex's stage-1 error shrunk to
+    ANNOTATOR_REVIEW_KEEP of itself (exact where no clipping happened)."""
+    from asn.data.synthetic import ANNOTATOR_REVIEW_KEEP
+
+    root, _ = dataset
+    source = {a["id"]: a for a in orjson.loads((root / "update_train_2020.json").read_bytes())["annotations"]}
+    for k in (1, 2):
+        first = orjson.loads((root / "annotators" / f"annotator_{k}.json").read_bytes())
+        second = orjson.loads((root / "annotators" / "stage2" / f"annotator_{k}.json").read_bytes())
+        assert first["images"] == second["images"]
+        assert [a["id"] for a in first["annotations"]] == [a["id"] for a in second["annotations"]]
+        ratios = []
+        for a1, a2 in zip(first["annotations"], second["annotations"]):
+            for p0, p1, p2 in zip(source[a1["id"]]["a_segm"], a1["segmentation"], a2["segmentation"]):
+                e1 = np.asarray(p1) - np.asarray(p0)
+                e2 = np.asarray(p2) - np.asarray(p0)
+                inside = (np.asarray(p1) > 0.5) & (np.asarray(p1) < 95) & (np.abs(e1) > 0.2)
+                ratios.append(e2[inside] / e1[inside])
+        ratios = np.concatenate(ratios)
+        assert ratios.size > 50
+        # polygon coordinates are rounded to 2 decimals: the ratio is exact up to that rounding
+        assert np.median(ratios) == pytest.approx(ANNOTATOR_REVIEW_KEEP, abs=0.01)

@@ -16,6 +16,7 @@ TABLE1_SOURCE = ""
 TABLE2: dict[tuple[str, str], dict[str, float]] = {}
 TABLE2_SOURCE = ""
 
-# Table 3: {row label: {annotator name or "majority_vote": mean IoU}}
+# Table 3 (two-stage layout): {row label ("annotator_1".."annotator_3", "majority_vote"):
+# {"stage 1": mean IoU, "stage 2": mean IoU}}
 TABLE3: dict[str, dict[str, float]] = {}
 TABLE3_SOURCE = ""

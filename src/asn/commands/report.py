@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -71,7 +72,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
         except ValueError:
             return value
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
     return str(value)
 
 
@@ -200,7 +201,8 @@ def _table2_section(stats_dir: Path, paper) -> list[str]:
 
 
 def _table3_section(stats_dir: Path, paper) -> list[str]:
-    """Pairwise mean mask IoU of the annotators and each against the majority vote; the
+    """Table 3 in the paper's two-stage layout (each annotator and the majority vote, stage 1 and
+    stage 2) when the statistics stage had both stages, else the one-stage IoU matrix; the
     paper's values beside ours where transcribed."""
     data = _read_json(stats_dir / "table3.json")
     lines = ["## Table 3: annotation consistency (mean mask IoU), ours beside the paper's", ""]
@@ -208,13 +210,29 @@ def _table3_section(stats_dir: Path, paper) -> list[str]:
         return lines + ["Not available: the statistics stage found no annotator files "
                         "(`synth.annotators` > 0, or KINS annotator files).", ""]
     names = list(data["names"])
-    lines += ["| Annotator | " + " | ".join(names) + " | majority_vote |", "|---" * (len(names) + 2) + "|"]
-    for name, row, vote in zip(names, data.get("matrix", []), data.get("vs_majority", [])):
-        lines.append(f"| {name} (ours) | " + " | ".join(_fmt(v) for v in row) + f" | {_fmt(vote)} |")
-    for name, values in (paper.TABLE3 or {}).items():
-        lines.append(f"| {name} (paper) | " + " | ".join(_fmt(values.get(n)) for n in names)
-                     + f" | {_fmt(values.get('majority_vote'))} |")
-    lines += ["", f"- {data.get('n_images', '?')} images, {data.get('n_instances', '?')} instances per set; "
+    if data.get("layout") == "two_stage" and data.get("stages"):
+        from asn.stats.consistency import two_stage_table
+
+        columns, rows = two_stage_table(data)
+        lines += ["| Annotation | " + " | ".join(columns[1:]) + " |", "|---" * len(columns) + "|"]
+        for row in rows:
+            lines.append(f"| {row[0]} (ours) | " + " | ".join(_fmt(v) for v in row[1:]) + " |")
+        for name, values in (paper.TABLE3 or {}).items():
+            lines.append(f"| {name} (paper) | " + " | ".join(_fmt(values.get(c)) for c in columns[1:]) + " |")
+        reference = data["stages"][0].get("reference")
+        against = (f"IoU with the released annotation `{reference}`" if reference
+                   else "IoU with the same stage's majority vote")
+        lines += ["", f"- Stage 1: the annotators' own masks; stage 2: after review. Annotator and "
+                  f"majority rows: {against}; mean pairwise: between two annotators of a stage."]
+    else:
+        lines += ["| Annotator | " + " | ".join(names) + " | majority_vote |", "|---" * (len(names) + 2) + "|"]
+        for name, row, vote in zip(names, data.get("matrix", []), data.get("vs_majority", [])):
+            lines.append(f"| {name} (ours) | " + " | ".join(_fmt(v) for v in row) + f" | {_fmt(vote)} |")
+        for name, values in (paper.TABLE3 or {}).items():
+            lines.append(f"| {name} (paper) | " + " | ".join(_fmt(values.get(n)) for n in names)
+                         + f" | {_fmt(values.get('majority_vote'))} |")
+        lines.append("")
+    lines += [f"- {data.get('n_images', '?')} images, {data.get('n_instances', '?')} instances per set; "
               f"source: {data.get('source', '?')}."]
     return lines + ["", _paper_note(paper.TABLE3_SOURCE if paper.TABLE3 else None), ""]
 

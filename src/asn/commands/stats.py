@@ -29,10 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, help="data source text for the table headers (overrides --synthetic and RAW/manifest.json)")
     parser.add_argument("--annotators", type=Path, nargs="*", default=None,
                         help="annotator COCO files for Table 3 (default: RAW/annotators/annotator_*.json; give none to skip)")
+    parser.add_argument("--annotators-stage2", type=Path, nargs="*", default=None,
+                        help="the same annotators after review, Table 3's second stage (default: "
+                             "RAW/annotators/stage2/annotator_*.json; give none for a one-stage table). "
+                             "Both stages are scored against GT/train_amodal.json (the released annotation; it must hold "
+                             "their annotation ids) when that file exists")
 
 
 def run(args: argparse.Namespace) -> int:
-    from asn.stats.report import data_source_label, find_annotator_files, run_stats
+    from asn.stats.report import data_source_label, find_annotator_files, find_stage2_annotator_files, run_stats
 
     if args.vis < 0 or args.workers < 1:
         from asn.errors import InputError
@@ -40,10 +45,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("asn stats", "--vis must be >= 0 and --workers >= 1")
     source = data_source_label(args.raw, args.synthetic, args.source)
     annotators = find_annotator_files(args.raw) if args.annotators is None else list(args.annotators)
+    stage2 = (find_stage2_annotator_files(args.raw) if args.annotators_stage2 is None
+              else list(args.annotators_stage2))
+    reference = args.gt / "train_amodal.json"
     command = command_line(args)
     summary = run_stats(
         gt_dir=args.gt, out_dir=args.out, raw_dir=args.raw, splits=args.splits, n_vis=args.vis,
         workers=args.workers, source_label=source, command=command, annotator_files=annotators,
+        annotator_stage2_files=stage2 if annotators else None,
+        annotator_reference=reference if reference.is_file() else None,
     )
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
     print(f"asn stats: {summary['n_images']} images, {summary['n_instances']} instances -> {args.out} ({timings})",
@@ -63,4 +73,6 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--source", args.source]
     if args.annotators is not None:
         parts += ["--annotators", *map(str, args.annotators)]
+    if args.annotators_stage2 is not None:
+        parts += ["--annotators-stage2", *map(str, args.annotators_stage2)]
     return " ".join(shlex.quote(p) for p in parts)

@@ -16,7 +16,8 @@ Output (:func:`synthesize`) is the KINS 2020 release layout::
 
     training/image_2/NNNNNN.png   training/label_2/NNNNNN.txt   update_train_2020.json
     testing/image_2/NNNNNN.png                                  update_test_2020.json
-    annotators/annotator_K.json   (optional, perturbed copies for the consistency table)
+    annotators/annotator_K.json         (optional, perturbed copies for the consistency table:
+    annotators/stage2/annotator_K.json   stage 1, and stage 2 = the same annotators after review)
 
 Every image is generated from a seed derived from (seed, split, index), so the bytes do not
 depend on the number of worker processes.
@@ -57,6 +58,7 @@ __all__ = [
     "render_scene",
     "scene_annotations",
     "synthesize",
+    "visible_instances",
 ]
 
 # KINS class frequencies (fraction of instances), from the paper's Table 1 / the public files.
@@ -384,30 +386,7 @@ def render_scene(
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
     candidates, paint_rng = _place_and_clip(seed, width, height, mean_candidates)
-    masks = np.zeros((len(candidates), height, width), dtype=bool)
-    for k, (_, polygons, _) in enumerate(candidates):
-        masks[k] = mask_utils.decode(_amodal_rle(polygons, width, height)).astype(bool)
-    depth = np.array([c[0].depth for c in candidates], dtype=np.float64)
-    keep = masks.reshape(len(candidates), -1).any(axis=1) if len(candidates) else np.zeros(0, bool)
-    while True:
-        idx = np.flatnonzero(keep)
-        overlap = overlap_matrix(masks[idx])
-        oco, ico = order_from_overlap(overlap, depth[idx])
-        inmodal = _visible_masks(masks[idx], overlap, depth[idx])
-        visible = inmodal.reshape(len(idx), -1).sum(axis=1)
-        small = visible < min_visible_pixels
-        if not small.any():
-            break
-        keep[idx[small]] = False
-
-    instances = []
-    for j, k in enumerate(idx):
-        p, polygons, truncation = candidates[k]
-        inst = _placed_to_instance(p, polygons, truncation, width)
-        inst.amodal_mask = masks[k]
-        inst.inmodal_mask = inmodal[j]
-        inst.oco_id, inst.ico_id = int(oco[j]), int(ico[j])
-        instances.append(inst)
+    idx, depth, instances = visible_instances(candidates, width, height, min_visible_pixels)
 
     image = None
     if render_pixels:
@@ -418,6 +397,45 @@ def render_scene(
         canvas += paint_rng.normal(0.0, 2.0, size=canvas.shape).astype(np.float32)  # sensor noise
         image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return Scene(seed=int(seed), width=width, height=height, image=image, instances=instances)
+
+
+def visible_instances(
+    candidates: list, width: int, height: int, min_visible_pixels: int = _MIN_VISIBLE_PIXELS
+) -> tuple[np.ndarray, np.ndarray, list[SceneInstance]]:
+    """The candidates a scene keeps, with exact masks and occlusion order.
+
+    ``candidates``: ``(placed, polygons, truncation)`` from :func:`_place_and_clip`. A candidate
+    whose visible area is below ``min_visible_pixels`` is dropped and the order recomputed until
+    stable (dropping one can uncover another). Shared by :func:`render_scene` and the stereo
+    world (:mod:`asn.sceneflow.world`), so both keep the same objects.
+
+    Returns:
+        ``(idx, depth, instances)``: kept candidate indices [K], every candidate's depth [N],
+        and the kept instances (amodal / inmodal masks, oco_id / ico_id), in ``idx`` order.
+    """
+    masks = np.zeros((len(candidates), height, width), dtype=bool)
+    for k, (_, polygons, _) in enumerate(candidates):
+        masks[k] = mask_utils.decode(_amodal_rle(polygons, width, height)).astype(bool)
+    depth = np.array([c[0].depth for c in candidates], dtype=np.float64)
+    keep = masks.reshape(len(candidates), -1).any(axis=1) if len(candidates) else np.zeros(0, bool)
+    while True:
+        idx = np.flatnonzero(keep)
+        overlap = overlap_matrix(masks[idx])
+        oco, ico = order_from_overlap(overlap, depth[idx])
+        inmodal = _visible_masks(masks[idx], overlap, depth[idx])
+        small = inmodal.reshape(len(idx), -1).sum(axis=1) < min_visible_pixels
+        if not small.any():
+            break
+        keep[idx[small]] = False
+    instances = []
+    for j, k in enumerate(idx):
+        p, polygons, truncation = candidates[k]
+        inst = _placed_to_instance(p, polygons, truncation, width)
+        inst.amodal_mask = masks[k]
+        inst.inmodal_mask = inmodal[j]
+        inst.oco_id, inst.ico_id = int(oco[j]), int(ico[j])
+        instances.append(inst)
+    return idx, depth, instances
 
 
 def _visible_masks(masks: np.ndarray, overlap: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -620,13 +638,25 @@ def _kitti_label(records: list[dict], label_seed: int, width: int, height: int) 
     return "".join(line + "\n" for line in lines)
 
 
+# Stage 2 of the annotation (KINS: a review that corrects the first masks): each annotator keeps
+# this fraction of their own stage-1 vertex error (the same draws, shrunk), so a reviewed mask is
+# closer to the truth and to the other annotators' without becoming exact.
+ANNOTATOR_REVIEW_KEEP = 0.35
+
+
 def _annotator_copy(
-    k: int, seed: int, images: list[dict], annotations: list[dict], width_of: dict, height_of: dict
+    k: int, seed: int, images: list[dict], annotations: list[dict], width_of: dict, height_of: dict,
+    stage: int = 1,
 ) -> dict:
     """Annotator ``k``'s plain COCO file: amodal polygons with vertex jitter scaled by object size.
 
     Each annotator has their own care level (jitter scale); the same annotation ids as the source.
+    ``stage`` 2 is the same annotator after review: the stage-1 jitter times
+    :data:`ANNOTATOR_REVIEW_KEEP`.
     """
+    if stage not in (1, 2):
+        raise ValueError(f"annotation stage must be 1 or 2, got {stage}")
+    keep = 1.0 if stage == 1 else ANNOTATOR_REVIEW_KEEP
     care = float(np.random.default_rng(np.random.SeedSequence([int(seed), 7, k])).uniform(0.5, 1.6))
     out = []
     for ann in annotations:
@@ -637,7 +667,7 @@ def _annotator_copy(
         polys = []
         for poly in ann["a_segm"]:
             pts = np.reshape(np.asarray(poly, dtype=np.float64), (-1, 2))
-            pts = pts + rng.normal(0.0, sigma, pts.shape)
+            pts = pts + keep * rng.normal(0.0, sigma, pts.shape)
             pts[:, 0] = np.clip(pts[:, 0], 0, w_img)
             pts[:, 1] = np.clip(pts[:, 1], 0, h_img)
             polys.append(np.round(pts, 2).reshape(-1).tolist())
@@ -712,7 +742,8 @@ def synthesize(
     ``width``/``height`` default to 640x192 (KITTI's aspect at reduced resolution), or to
     KITTI's 1242x375 with ``annotations_only`` (KINS-scale JSON, no pixels, no images or labels).
     ``annotators`` > 0 also writes ``annotators/annotator_{k}.json`` over the first
-    ``annotator_images`` training images. ``workers`` processes render images; the output bytes
+    ``annotator_images`` training images (stage 1) and ``annotators/stage2/annotator_{k}.json``
+    (the same annotators after review, Table 3's second stage). ``workers`` processes render images; the output bytes
     do not depend on it. An existing ``out_dir`` is replaced only when everything succeeded.
     """
     if width is None:
@@ -765,6 +796,8 @@ def synthesize(
             for k in range(1, annotators + 1):
                 write_json_atomic(tmp / "annotators" / f"annotator_{k}.json",
                                   _annotator_copy(k, seed, first, sub, w_of, h_of))
+                write_json_atomic(tmp / "annotators" / "stage2" / f"annotator_{k}.json",
+                                  _annotator_copy(k, seed, first, sub, w_of, h_of, stage=2))
     n_images = n_train + n_test
     summary.update({
         "instances": n_instances,

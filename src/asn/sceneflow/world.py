@@ -36,7 +36,6 @@ from pycocotools import mask as mask_utils
 # the KINS world's own layout, rasterisation and painting (private helpers of one package), so
 # that both worlds look alike and the Table 4 checkpoints apply here
 from asn.data import synthetic as kins_world
-from asn.data.order import order_from_overlap, overlap_matrix
 from asn.data.synthetic import SceneInstance
 from asn.sceneflow.baseline import Camera
 
@@ -160,33 +159,12 @@ def render_stereo_scene(seed: int, width: int = 640, height: int = 192) -> Stere
     motion_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 13]))
     ego_tz = float(motion_rng.uniform(*_EGO_TZ))
 
-    # keep the objects the KINS world keeps at t (visible area >= its minimum), as render_scene does
-    masks = np.zeros((len(candidates), height, width), dtype=bool)
-    for k, (_, polygons, _) in enumerate(candidates):
-        masks[k] = mask_utils.decode(kins_world._amodal_rle(polygons, width, height)).astype(bool)
-    depth = np.array([c[0].depth for c in candidates], dtype=np.float64)
-    keep = masks.reshape(len(candidates), -1).any(axis=1) if len(candidates) else np.zeros(0, bool)
-    while True:
-        idx = np.flatnonzero(keep)
-        overlap = overlap_matrix(masks[idx])
-        oco, ico = order_from_overlap(overlap, depth[idx])
-        inmodal = kins_world._visible_masks(masks[idx], overlap, depth[idx])
-        small = inmodal.reshape(len(idx), -1).sum(axis=1) < kins_world._MIN_VISIBLE_PIXELS
-        if not small.any():
-            break
-        keep[idx[small]] = False
+    # the objects the KINS world keeps at t (visible area >= its minimum), as render_scene does
+    idx, _, instances = kins_world.visible_instances(candidates, width, height)
     placed_list = [candidates[k][0] for k in idx]
     motions = _sample_motions(motion_rng, [p.category_id for p in placed_list])
     for placed, motion in zip(placed_list, motions):  # never closer than _MIN_DEPTH_M at t+1
         motion.dz = max(motion.dz, _MIN_DEPTH_M - placed.depth + ego_tz)
-
-    instances = []
-    for j, k in enumerate(idx):
-        p, polygons, truncation = candidates[k]
-        inst = kins_world._placed_to_instance(p, polygons, truncation, width)
-        inst.amodal_mask, inst.inmodal_mask = masks[k], inmodal[j]
-        inst.oco_id, inst.ico_id = int(oco[j]), int(ico[j])
-        instances.append(inst)
 
     background = kins_world._background(paint_rng, width, height)
     views = {}

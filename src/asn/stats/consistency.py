@@ -6,6 +6,12 @@ rasterised with pycocotools. The majority-vote set keeps, per annotation id, the
 more than half of the k annotators marked (k = 2: both); its row holds each annotator's mean
 IoU with it. Segmentations may be polygons or RLE dicts; an annotation with no valid polygon
 is an empty mask (its IoU with an empty mask counts as 1, with a non-empty one as 0).
+
+Two stages (the paper's layout): in KINS each image was annotated by three annotators (stage 1)
+and then reviewed and corrected (stage 2). :func:`two_stage_statistics` scores both stages of
+the same annotators; with a ``reference`` (the released annotation, e.g. the normalized
+``train_amodal.json``) each annotator's and each majority vote's masks are compared with it,
+which says how close every stage came to the final annotation.
 """
 
 from __future__ import annotations
@@ -117,10 +123,35 @@ def _pair_iou(rles_a: list[dict], rles_b: list[dict]) -> np.ndarray:
     return np.where(union > 0, intersection / np.where(union > 0, union, 1), 1.0)
 
 
+def _load_reference(path: str | os.PathLike, sets: list[dict[int, dict]], images: dict) -> dict[int, dict]:
+    """The reference annotations of every annotation id of the sets (same image ids), else InputError."""
+    path = Path(path)
+    _, ref_images, ref_annotations = _load_set(path)
+    wanted = sorted(ann_id for ann_id, ann in sets[0].items() if ann["image_id"] in images)
+    for ann_id in wanted:
+        ref = ref_annotations.get(ann_id)
+        if ref is None:
+            raise InputError(path, "annotation id of the annotator files is missing from the reference",
+                             f"annotation {ann_id}")
+        if ref["image_id"] != sets[0][ann_id]["image_id"]:
+            raise InputError(path, f"image_id {ref['image_id']} differs from the annotator files "
+                             f"({sets[0][ann_id]['image_id']})", f"annotation {ann_id}")
+        size = ref_images[ref["image_id"]]
+        expected = images[ref["image_id"]]
+        if (int(size["height"]), int(size["width"])) != (int(expected["height"]), int(expected["width"])):
+            raise InputError(path, "image size differs from the annotator files", f"image {ref['image_id']}")
+    return {ann_id: ref_annotations[ann_id] for ann_id in wanted}
+
+
 def consistency_statistics(
-    paths: Sequence[str | os.PathLike], images_limit: int | None = None
+    paths: Sequence[str | os.PathLike], images_limit: int | None = None,
+    reference: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Mean mask IoU matrix between annotation sets and the majority-vote set.
+
+    ``reference``: a COCO file holding every annotation id of the sets (it may hold more): the
+    result then also has ``vs_reference`` [k] (each set's mean IoU with it) and
+    ``majority_vs_reference``.
 
     Returns:
         dict with ``names`` (file stems), ``matrix`` [k][k] mean IoU, ``vs_majority`` [k],
@@ -128,6 +159,9 @@ def consistency_statistics(
         the used images).
     """
     paths, first_data, images, sets = load_annotation_sets(paths, images_limit)
+    reference_annotations = _load_reference(reference, sets, images) if reference is not None else None
+    reference_sums = np.zeros(len(sets))
+    majority_reference_sum = 0.0
     k = len(sets)
     by_image: dict[int, list[int]] = {}
     for ann_id, ann in sets[0].items():
@@ -152,6 +186,11 @@ def consistency_statistics(
         majority_rles = mask_utils.encode(majority_masks)
         for a in range(k):
             majority_sums[a] += float(_pair_iou(rles[a], list(majority_rles)).sum())
+        if reference_annotations is not None:
+            reference_rles = _segment_rles([reference_annotations[i]["segmentation"] for i in ann_ids], h, w)
+            for a in range(k):
+                reference_sums[a] += float(_pair_iou(rles[a], reference_rles).sum())
+            majority_reference_sum += float(_pair_iou(list(majority_rles), reference_rles).sum())
         for ann_id, rle in zip(ann_ids, majority_rles):
             source = sets[0][ann_id]
             counts = rle["counts"]
@@ -172,7 +211,7 @@ def consistency_statistics(
         "annotations": majority_annotations,
         "categories": first_data.get("categories", []),
     }
-    return {
+    result = {
         "names": [p.stem for p in paths],
         "files": [str(p) for p in paths],
         "matrix": matrix.tolist(),
@@ -181,6 +220,42 @@ def consistency_statistics(
         "n_instances": n_instances,
         "majority": majority,
     }
+    if reference_annotations is not None:
+        result["reference"] = str(reference)
+        result["vs_reference"] = (reference_sums / n_instances if n_instances else np.full(k, np.nan)).tolist()
+        result["majority_vs_reference"] = majority_reference_sum / n_instances if n_instances else float("nan")
+    return result
+
+
+def mean_pairwise(matrix: Sequence[Sequence[float]]) -> float:
+    """Mean of the off-diagonal entries of a k x k IoU matrix (NaN for k < 2)."""
+    values = [v for a, row in enumerate(matrix) for b, v in enumerate(row) if a != b]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def two_stage_statistics(
+    stage1_paths: Sequence[str | os.PathLike], stage2_paths: Sequence[str | os.PathLike],
+    reference: str | os.PathLike | None = None, images_limit: int | None = None,
+) -> dict[str, Any]:
+    """Consistency of the same annotators before (stage 1) and after review (stage 2).
+
+    The stage-2 files must be the stage-1 annotators' (same count, same images and annotation
+    ids). Returns stage 1's single-stage result (so readers of one stage keep working) with
+    ``layout: two_stage`` and ``stages``: the two single-stage results (without ``majority``).
+    The majority vote written beside the table is stage 2's (the reviewed one).
+    """
+    if len(stage1_paths) != len(stage2_paths):
+        raise InputError(stage2_paths[0] if stage2_paths else "stage 2",
+                         f"stage 2 has {len(stage2_paths)} annotator files, stage 1 has {len(stage1_paths)}")
+    # one check over both stages: same images and annotation ids everywhere
+    load_annotation_sets([*stage1_paths, *stage2_paths], images_limit)
+    first = consistency_statistics(stage1_paths, images_limit, reference)
+    second = consistency_statistics(stage2_paths, images_limit, reference)
+    result = {key: value for key, value in first.items() if key != "majority"}
+    result.update(layout="two_stage", majority=second["majority"],
+                  stages=[{key: value for key, value in r.items() if key != "majority"} | {"stage": n}
+                          for n, r in ((1, first), (2, second))])
+    return result
 
 
 def consistency_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -191,6 +266,21 @@ def consistency_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]
     return columns, rows
 
 
+def two_stage_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The paper's layout: rows = each annotator, the majority vote, the mean pairwise IoU;
+    columns = stage 1, stage 2. With a reference an annotator / majority entry is the mean IoU
+    with the reference; without one an annotator entry is the mean IoU with its stage's
+    majority vote and the majority row is NaN."""
+    stages = result["stages"]
+    with_reference = all("vs_reference" in s for s in stages)
+    rows = []
+    for a, name in enumerate(result["names"]):
+        rows.append([name, *[s["vs_reference"][a] if with_reference else s["vs_majority"][a] for s in stages]])
+    rows.append(["majority_vote", *[s["majority_vs_reference"] if with_reference else float("nan") for s in stages]])
+    rows.append(["mean pairwise (between annotators)", *[mean_pairwise(s["matrix"]) for s in stages]])
+    return ["annotation", *[f"stage {s['stage']}" for s in stages]], rows
+
+
 def write_consistency_outputs(
     out_dir: str | os.PathLike, result: dict[str, Any], source: str, command: str
 ) -> list[Path]:
@@ -199,17 +289,48 @@ def write_consistency_outputs(
     from asn.stats.tables import csv_table, markdown_table
 
     out_dir = Path(out_dir)
-    columns, rows = consistency_table(result)
-    notes = [
-        "Entry (row, column) = mean over annotation ids of the mask IoU between the two sets.",
-        "majority_vote = per annotation id, pixels marked by more than half of the sets.",
-        f"{result['n_images']} images, {result['n_instances']} instances per set.",
-    ]
+    if result.get("layout") == "two_stage":
+        text, columns, rows = _two_stage_markdown(result, source, command)
+    else:
+        columns, rows = consistency_table(result)
+        notes = [
+            "Entry (row, column) = mean over annotation ids of the mask IoU between the two sets.",
+            "majority_vote = per annotation id, pixels marked by more than half of the sets.",
+            f"{result['n_images']} images, {result['n_instances']} instances per set.",
+        ]
+        text = markdown_table("Table 3: annotator consistency (mean mask IoU)", columns, rows, source, command, notes)
     written = [
-        write_text_atomic(out_dir / "table3.md", markdown_table("Table 3: annotator consistency (mean mask IoU)",
-                                                                columns, rows, source, command, notes)),
+        write_text_atomic(out_dir / "table3.md", text),
         write_text_atomic(out_dir / "table3.csv", csv_table(columns, rows)),
         write_json_atomic(out_dir / "table3.json", {k: v for k, v in result.items() if k != "majority"} | {"source": source}, indent=True),
         write_json_atomic(out_dir / "majority_vote.json", result["majority"]),
     ]
     return written
+
+
+def _two_stage_markdown(result: dict[str, Any], source: str, command: str) -> tuple[str, list[str], list[list[Any]]]:
+    """table3.md for two stages: the paper-layout table, then each stage's pairwise matrix."""
+    from asn.stats.tables import format_cell, markdown_table
+
+    columns, rows = two_stage_table(result)
+    with_reference = all("vs_reference" in s for s in result["stages"])
+    against = (f"the released annotation (`{result['stages'][0]['reference']}`, the final ground truth)"
+               if with_reference else "the majority vote of the same stage (no reference given)")
+    notes = [
+        "Stage 1: each annotator's own masks; stage 2: the same annotators' masks after review "
+        "and correction (KINS's second annotation stage).",
+        f"annotator / majority_vote rows: mean over annotation ids of the mask IoU with {against}.",
+        "majority_vote = per annotation id, pixels marked by more than half of the annotators of that stage.",
+        "mean pairwise = mean IoU between two annotators of the same stage (their consistency).",
+        f"{result['n_images']} images, {result['n_instances']} instances per annotator and stage.",
+    ]
+    text = markdown_table("Table 3: annotation consistency in two stages (mean mask IoU)",
+                          columns, rows, source, command, notes)
+    names = result["names"]
+    for stage in result["stages"]:
+        text += (f"\n## Stage {stage['stage']}: IoU between annotators\n\n| annotator | " + " | ".join(names)
+                 + " | majority_vote |\n|" + "---|" * (len(names) + 2) + "\n")
+        for a, name in enumerate(names):
+            text += (f"| {name} | " + " | ".join(format_cell(v) for v in stage["matrix"][a])
+                     + f" | {format_cell(stage['vs_majority'][a])} |\n")
+    return text, columns, rows

@@ -81,6 +81,12 @@ def find_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
     return sorted(folder.glob("annotator_*.json")) if folder.is_dir() else []
 
 
+def find_stage2_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
+    """``raw/annotators/stage2/annotator_*.json``: the same annotators after review (Table 3's
+    second stage; empty when there are none)."""
+    return find_annotator_files(Path(raw_dir) / "annotators") if raw_dir is not None else []
+
+
 def run_stats(
     gt_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -93,8 +99,14 @@ def run_stats(
     annotator_files: list[Path] | None = None,
     annotator_source_label: str | None = None,
     chunk_pixels: int = 20_000_000,
+    annotator_stage2_files: list[Path] | None = None,
+    annotator_reference: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Compute every statistic, then write the outputs listed in the module docstring.
+
+    Table 3 has the paper's two-stage layout when ``annotator_stage2_files`` are given (the
+    same annotators after review), each stage scored against ``annotator_reference`` (the
+    released annotation, e.g. ``<gt>/train_amodal.json``) when given.
 
     Returns:
         the summary dict (as written to summary.json) plus ``timings`` (seconds per part,
@@ -116,7 +128,12 @@ def run_stats(
         from asn.stats.consistency import consistency_statistics
 
         t_c = time.perf_counter()
-        consistency = consistency_statistics(annotator_files)
+        if annotator_stage2_files:
+            from asn.stats.consistency import two_stage_statistics
+
+            consistency = two_stage_statistics(annotator_files, annotator_stage2_files, annotator_reference)
+        else:
+            consistency = consistency_statistics(annotator_files)
         consistency_seconds = time.perf_counter() - t_c
     t_report = time.perf_counter()
 
@@ -177,9 +194,12 @@ def run_stats(
         },
     }
     if consistency is not None:
-        summary["annotator_mean_iou"] = _json_number(
-            float(np.mean([v for a, row in enumerate(consistency["matrix"]) for b, v in enumerate(row) if a != b]))
-        )
+        from asn.stats.consistency import mean_pairwise
+
+        summary["annotator_mean_iou"] = _json_number(mean_pairwise(consistency["matrix"]))
+        for stage in consistency.get("stages", []):
+            if stage["stage"] == 2:
+                summary["annotator_mean_iou_stage2"] = _json_number(mean_pairwise(stage["matrix"]))
 
     # --- tables --------------------------------------------------------------------------
     written: list[Path] = []
@@ -218,6 +238,8 @@ def run_stats(
 
     if consistency is not None:
         summary["annotator_files"] = [str(p) for p in annotator_files or []]
+        if annotator_stage2_files:
+            summary["annotator_stage2_files"] = [str(p) for p in annotator_stage2_files]
 
     # Nothing was written so far: any bad input has already raised.
     for name, content in outputs.items():
