@@ -127,3 +127,16 @@ def test_two_stage_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ref.json" in err and "annotation 10" in err and "missing from the reference" in err
     assert not out.exists()
+
+
+def test_stats_finds_both_annotation_stages(tmp_path):
+    from asn.stats.report import find_annotator_files, find_stage2_annotator_files
+
+    assert find_annotator_files(tmp_path) == [] and find_stage2_annotator_files(tmp_path) == []
+    (tmp_path / "annotators" / "stage2").mkdir(parents=True)
+    for name in ("annotators/annotator_2.json", "annotators/annotator_1.json", "annotators/stage2/annotator_1.json",
+                 "annotators/stage2/annotator_2.json", "annotators/notes.txt"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in find_annotator_files(tmp_path)] == ["annotator_1.json", "annotator_2.json"]
+    assert [p.relative_to(tmp_path).as_posix() for p in find_stage2_annotator_files(tmp_path)] == [
+        "annotators/stage2/annotator_1.json", "annotators/stage2/annotator_2.json"]

@@ -84,7 +84,10 @@ def find_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
 def find_stage2_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
     """``raw/annotators/stage2/annotator_*.json``: the same annotators after review (Table 3's
     second stage; empty when there are none)."""
-    return find_annotator_files(Path(raw_dir) / "annotators") if raw_dir is not None else []
+    if raw_dir is None:
+        return []
+    folder = Path(raw_dir) / "annotators" / "stage2"
+    return sorted(folder.glob("annotator_*.json")) if folder.is_dir() else []
 
 
 def run_stats(
