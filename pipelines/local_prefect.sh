@@ -125,7 +125,7 @@ Prefect is up: server pid $(cat "$PIDS/server.pid"), worker pid $(cat "$PIDS/wor
   UI and API:  http://127.0.0.1:$PREFECT_PORT   (logs: $LOGS/)
   Run a sweep: export PREFECT_API_URL=$PREFECT_API_URL
                .venv/bin/prefect deployment run 'asn-ablation/table6' --param seeds='[0,1]'
-               (deployments: table4 table5 table6 table7 custom; add --watch to wait for it)
+               (deployments: table4 table5 table6 table7 inference_order custom; add --watch to wait for it)
   Stop:        make prefect-stop
 EOF
 }
