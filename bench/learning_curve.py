@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-images", type=Path, default=ROOT / "data" / "raw" / "testing" / "image_2")
     parser.add_argument("--work", type=Path, default=None, help="run folder (default: /tmp/asn-curve-<variant>-<seed>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --work (after a kill)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="do not train: score the snapshots already in --work/snapshots (e.g. of a run "
+                             "made with the same asn train arguments by hand)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default reports/bench/learning_curve_<variant>.json)")
     args = parser.parse_args(argv)
@@ -145,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     snap_dir = work / "snapshots"
     snap_dir.mkdir(parents=True, exist_ok=True)
     out = args.out or ROOT / "reports" / "bench" / f"learning_curve_{args.variant}.json"
-    train_seconds = train_with_snapshots(args, work, snap_dir)
+    train_seconds = None if args.evaluate_only else train_with_snapshots(args, work, snap_dir)
     rows = []
     snapshots = sorted(snap_dir.glob("it*.pt"), key=lambda p: int(p.stem[2:]))
+    snapshots = [p for p in snapshots if int(p.stem[2:]) % args.every == 0]
+    if not snapshots:
+        raise SystemExit(f"no snapshot it<N>.pt with N a multiple of {args.every} in {snap_dir}")
     for snapshot in snapshots:
         iteration = int(snapshot.stem[2:])
         start = time.perf_counter()
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "variant": args.variant, "seed": args.seed, "profile": args.profile,
         "overrides": {"iterations": args.iterations, "steps": args.steps, "set": args.set},
         "snapshot_every": args.every,
-        "train_wall_seconds": round(train_seconds, 1),
+        "train_wall_seconds": round(train_seconds, 1) if train_seconds is not None else None,
         "goal": {"amodal_ap": 30.0},
         "first_iteration_at_goal": next((r["iteration"] for r in rows if r["amodal_ap"] >= 30.0), None),
         "rows": rows,
