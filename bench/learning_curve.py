@@ -43,20 +43,23 @@ def _checkpoint_iteration(path: Path) -> int | None:
         return None
 
 
-def train_with_snapshots(args: argparse.Namespace, run_dir: Path, snap_dir: Path) -> float:
-    """Run ``asn train`` and copy every checkpoint it writes to ``snap_dir/it<N>.pt``."""
-    asn = [sys.executable, "-m", "asn.cli"]
-    command = [*asn, "train", "--params", str(args.params), "--gt", str(args.gt), "--images", str(args.train_images),
-               "--out", str(run_dir), "--variant", args.variant, "--seed", str(args.seed), "--no-progress",
+def train_command(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The ``asn train`` command line of the run (with ``python -m asn.cli`` in front)."""
+    command = [sys.executable, "-m", "asn.cli", "train", "--params", str(args.params), "--gt", str(args.gt),
+               "--images", str(args.train_images), "--out", str(run_dir), "--variant", args.variant, "--seed", str(args.seed), "--no-progress",
                "--no-tracking", "--set", f"train.checkpoint_every={args.every}"]
     if args.iterations is not None:
         command += ["--set", f"profiles.{args.profile}.train.iterations={args.iterations}"]
     if args.steps is not None:
-        command += ["--set", f"profiles.{args.profile}.train.steps={json.dumps(args.steps)}"]
+        command += ["--set", f"profiles.{args.profile}.train.steps={json.dumps(args.steps, separators=(',', ':'))}"]
     for item in args.set:
         command += ["--set", item]
-    if args.resume:
-        command.append("--resume")
+    return command
+
+
+def train_with_snapshots(args: argparse.Namespace, run_dir: Path, snap_dir: Path) -> float:
+    """Run ``asn train`` and copy every checkpoint it writes to ``snap_dir/it<N>.pt``."""
+    command = train_command(args, run_dir) + (["--resume"] if args.resume else [])
     print("+", " ".join(command), file=sys.stderr)
     start = time.perf_counter()
     log = open(run_dir / "train.out", "a")
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "variant": args.variant, "seed": args.seed, "profile": args.profile,
         "overrides": {"iterations": args.iterations, "steps": args.steps, "set": args.set},
         "snapshot_every": args.every,
+        "train_command": "asn " + " ".join(train_command(args, work)[3:]),
+        "trained_here": not args.evaluate_only,
         "train_wall_seconds": round(train_seconds, 1) if train_seconds is not None else None,
         "goal": {"amodal_ap": 30.0},
         "first_iteration_at_goal": next((r["iteration"] for r in rows if r["amodal_ap"] >= 30.0), None),

@@ -53,6 +53,8 @@ def test_index_lists_every_table_with_its_provenance(tmp_path):
     assert "`fedcba9876`" in table6 and "asn-ablation/table6" in table6
     table5 = next(line for line in text.splitlines() if line.startswith("| Table 5:"))
     assert "not generated yet" in table5 and "prefect deployment run 'asn-ablation/table5'" in table5
+    order = next(line for line in text.splitlines() if line.startswith("| Inference order"))
+    assert "prefect deployment run 'asn-ablation/inference_order'" in order and "`inference_order`" in order
     # the statistics with the paper's columns (not transcribed here: said, not guessed)
     assert "| car | 10 | 0.6250 | n/a | n/a |" in text
     assert "| ours (all splits) | inmodal | 0.7700 | 0.6600 |" in text

@@ -27,7 +27,7 @@ to browse; the statistics tables (1-3) with the paper's values beside ours. Read
 stats / aggregate stages and the asn-ablation sweeps wrote; recomputes nothing."""
 
 STATS_COMMAND = "dvc repro stats"
-SWEEP_TABLES = ("table5", "table6", "table7")
+SWEEP_TABLES = ("table5", "table6", "table7", "inference_order")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +122,7 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
          if synthetic else f"**Data: {stats_source}.**"),
         "",
         "Browse every training / evaluation run: `make ui` (MLflow on 127.0.0.1:5000), experiments "
-        "`table4`, `table5`, `table6`, `table7`; `asn runs --metrics <metrics.json>` names the run "
+        "`table4`, `table5`, `table6`, `table7`, `inference_order`; `asn runs --metrics <metrics.json>` names the run "
         "behind one number.",
         "",
         "## Index",
@@ -148,7 +148,8 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
                                      f"[table4.png]({_rel(tables_dir / 'table4.png', base)})", "as Table 4",
                                      "as Table 4", "as Table 4", "as Table 4", "`dvc repro aggregate`", "`table4`"))
     titles = {"table5": "Table 5: mask heads, OC, MLC position", "table6": "Table 6: OC threshold",
-              "table7": "Table 7: MLC parts"}
+              "table7": "Table 7: MLC parts",
+              "inference_order": "Inference order (section 4.3 vs the released code), with ms / image"}
     for name in SWEEP_TABLES:
         lines.append(_model_table_row(titles[name], tables_dir / f"{name}.md", base, sweeps[name],
                                       f"prefect deployment run 'asn-ablation/{name}'", name))
@@ -156,7 +157,7 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
                                   table8, "dvc repro sceneflow", "-").replace("| `-` |", "| - (files only) |"))
     lines += [
         "",
-        "Tables 5-7 are Prefect sweeps (`make prefect`, then the command in the row; see pipelines/README.md). "
+        "Tables 5-7 and the inference order are Prefect sweeps (`make prefect`, then the command in the row; see pipelines/README.md). "
         "DVC does not track them: after a sweep, `asn report` refreshes this index. "
         + ("Table 8 (scene flow) is not wired into the pipeline yet." if table8 is None else ""),
         "",
