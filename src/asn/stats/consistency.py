@@ -326,11 +326,9 @@ def _two_stage_markdown(result: dict[str, Any], source: str, command: str) -> tu
     ]
     text = markdown_table("Table 3: annotation consistency in two stages (mean mask IoU)",
                           columns, rows, source, command, notes)
-    names = result["names"]
     for stage in result["stages"]:
-        text += (f"\n## Stage {stage['stage']}: IoU between annotators\n\n| annotator | " + " | ".join(names)
-                 + " | majority_vote |\n|" + "---|" * (len(names) + 2) + "\n")
-        for a, name in enumerate(names):
-            text += (f"| {name} | " + " | ".join(format_cell(v) for v in stage["matrix"][a])
-                     + f" | {format_cell(stage['vs_majority'][a])} |\n")
+        stage_columns, stage_rows = consistency_table(stage)
+        text += (f"\n## Stage {stage['stage']}: IoU between annotators\n\n| " + " | ".join(stage_columns)
+                 + " |\n|" + "---|" * len(stage_columns) + "\n")
+        text += "".join("| " + " | ".join(format_cell(v) for v in row) + " |\n" for row in stage_rows)
     return text, columns, rows
