@@ -77,16 +77,16 @@ def find_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
     """``raw/annotators/annotator_*.json`` sorted by name (empty when there are none)."""
     if raw_dir is None:
         return []
-    folder = Path(raw_dir) / "annotators"
-    return sorted(folder.glob("annotator_*.json")) if folder.is_dir() else []
+    return _annotator_files(Path(raw_dir) / "annotators")
 
 
 def find_stage2_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
     """``raw/annotators/stage2/annotator_*.json``: the same annotators after review (Table 3's
     second stage; empty when there are none)."""
-    if raw_dir is None:
-        return []
-    folder = Path(raw_dir) / "annotators" / "stage2"
+    return [] if raw_dir is None else _annotator_files(Path(raw_dir) / "annotators" / "stage2")
+
+
+def _annotator_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("annotator_*.json")) if folder.is_dir() else []
 
 
