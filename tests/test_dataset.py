@@ -7,6 +7,7 @@ that damage files work on a private copy.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import shutil
@@ -26,9 +27,10 @@ from asn.data.dataset import (
     build_loader,
     collate,
     data_hash,
+    occlusion_ratios_from_masks,
 )
 from asn.errors import InputError
-from asn.model.targets import occlusion_ratios_from_masks, validate_targets
+from asn.model.targets import validate_targets
 from asn.model.transform import AmodalRCNNTransform
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -495,3 +497,24 @@ def test_data_hash(world, private_world):
     image.unlink()
     with pytest.raises(InputError, match="image file not found"):
         data_hash(private_world["gt"], "train", private_world["images"])
+
+
+# --- layering --------------------------------------------------------------------------------
+
+
+def test_data_imports_no_layer_above_it():
+    """asn.data is the bottom layer: not even a lazy import (inside a function) of the model,
+    engine or evaluation packages, which all read the data."""
+    above = ("asn.model", "asn.engine", "asn.eval")
+    package = Path(__file__).resolve().parents[1] / "src" / "asn" / "data"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.name}:{node.lineno} {name}" for name in names
+                      if any(name == top or name.startswith(top + ".") for top in above)]
+    assert not found, found
+    import asn.model.targets  # the model keeps its name for the data's rule
+
+    assert asn.model.targets.occlusion_ratios_from_masks is occlusion_ratios_from_masks

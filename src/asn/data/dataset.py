@@ -2,8 +2,9 @@
 
 Reads the pair ``<gt_dir>/<split>_amodal.json`` / ``<split>_inmodal.json`` written by
 ``asn convert`` (DESIGN.md 2) plus the split's image folder, and serves torchvision-style
-training targets with both mask sets (the keys :func:`asn.model.targets.validate_targets`
-expects).
+training targets with both mask sets (the keys the model's ``validate_targets`` expects),
+with :func:`occlusion_ratios_from_masks` (the paper's ratio on mask tensors) for files that carry
+no ``occlusion_ratio``.
 
 Reproducibility contract:
 
@@ -142,6 +143,26 @@ def _decode_masks(rles: list[dict], height: int, width: int) -> Tensor:
     # so one copy (the final .contiguous()) produces (N, H, W)
     decoded = mask_utils.decode(rles)
     return torch.from_numpy(np.ascontiguousarray(decoded.transpose(2, 1, 0))).transpose(1, 2).contiguous()
+
+
+def occlusion_ratios_from_masks(amodal_masks: Tensor, inmodal_masks: Tensor) -> Tensor:
+    """Occlusion ratio of each instance, ``1 - area(inmodal) / area(amodal)``.
+
+    Args:
+        amodal_masks: (N, H, W) uint8/bool.
+        inmodal_masks: (N, H, W) uint8/bool, same shape.
+    Returns:
+        (N,) float32 in [0, 1]; an instance with an empty amodal mask gets 0 (nothing hidden
+        can be measured), N = 0 gives an empty tensor.
+    """
+    if amodal_masks.shape[0] == 0:
+        return torch.zeros((0,), dtype=torch.float32, device=amodal_masks.device)
+    amodal_area = amodal_masks.flatten(1).ne(0).sum(1).float()
+    # the visible part is by definition inside the amodal mask; intersecting guards
+    # against annotations where it pokes out by a pixel
+    visible_area = (amodal_masks.ne(0) & inmodal_masks.ne(0)).flatten(1).sum(1).float()
+    ratios = 1.0 - visible_area / amodal_area.clamp(min=1.0)
+    return torch.where(amodal_area > 0, ratios, torch.zeros_like(ratios)).clamp(0.0, 1.0)
 
 
 class AmodalDataset(torch.utils.data.Dataset):
@@ -405,8 +426,6 @@ class AmodalDataset(torch.utils.data.Dataset):
         ratios = [a.get("occlusion_ratio", i.get("occlusion_ratio")) for a, i in pairs]
         if any(r is None for r in ratios):
             # not an `asn convert` file: the paper's definition on the decoded masks
-            from asn.model.targets import occlusion_ratios_from_masks
-
             computed = occlusion_ratios_from_masks(amodal_masks, inmodal_masks).tolist()
             ratios = [c if r is None else r for r, c in zip(ratios, computed)]
         return {

@@ -5,7 +5,8 @@ in isolation and reused by the evaluator:
 
 - :func:`validate_targets` checks a batch of torchvision-style targets against what a variant
   needs and returns normalized copies (masks as uint8, ``occlusion_ratios`` filled in);
-- :func:`occlusion_ratios_from_masks` is the paper's ratio ``1 - |inmodal| / |amodal|``;
+- :func:`occlusion_ratios_from_masks` is the paper's ratio ``1 - |inmodal| / |amodal|`` (a rule of
+  the data, defined in :mod:`asn.data.dataset` and imported here for the model's callers);
 - :func:`occlusion_labels` is the paper's RoI rule (foreground and matched ratio > threshold);
 - :func:`occlusion_labels_released` is the rule of the released code (foreground and any
   occluded pixel of the matched ground truth inside the RoI window);
@@ -19,27 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+# a rule of the data, defined there; importable from here too, as the model's callers do
+from asn.data.dataset import occlusion_ratios_from_masks
+
 MASK_KEYS = ("amodal_masks", "inmodal_masks")
-
-
-def occlusion_ratios_from_masks(amodal_masks: Tensor, inmodal_masks: Tensor) -> Tensor:
-    """Occlusion ratio of each instance, ``1 - area(inmodal) / area(amodal)``.
-
-    Args:
-        amodal_masks: (N, H, W) uint8/bool.
-        inmodal_masks: (N, H, W) uint8/bool, same shape.
-    Returns:
-        (N,) float32 in [0, 1]; an instance with an empty amodal mask gets 0 (nothing hidden
-        can be measured), N = 0 gives an empty tensor.
-    """
-    if amodal_masks.shape[0] == 0:
-        return torch.zeros((0,), dtype=torch.float32, device=amodal_masks.device)
-    amodal_area = amodal_masks.flatten(1).ne(0).sum(1).float()
-    # the visible part is by definition inside the amodal mask; intersecting guards
-    # against annotations where it pokes out by a pixel
-    visible_area = (amodal_masks.ne(0) & inmodal_masks.ne(0)).flatten(1).sum(1).float()
-    ratios = 1.0 - visible_area / amodal_area.clamp(min=1.0)
-    return torch.where(amodal_area > 0, ratios, torch.zeros_like(ratios)).clamp(0.0, 1.0)
 
 
 def occluded_masks(amodal_masks: Tensor, inmodal_masks: Tensor) -> Tensor:
