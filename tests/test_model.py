@@ -194,6 +194,66 @@ def test_released_occlusion_rule_and_mlc_variants_train():
         assert torch.isfinite(sum(losses.values())), overrides
 
 
+@pytest.mark.parametrize("levels", [(0, 0), (1, 1), (3, 3), (0, 3), (2, 4)])
+def test_mlc_taps_the_paper_levels(levels):
+    """MLC(a, b) as the paper defines it: the box and occlusion features after their a-th conv and
+    the mask feature after its b-th conv reach MLC, 0 being the RoI feature before any conv."""
+    box_level, mask_level = levels
+    model = tiny_model("mrcnn_asn", mlc_box_level=box_level, mlc_mask_level=mask_level)
+    model.train()
+    heads = model.roi_heads
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            seen[name] = output.detach().clone()
+        return hook
+
+    def keep_mlc_inputs(module, inputs):
+        seen["mlc_mask"], seen["mlc_box"], seen["mlc_occlusion"] = (t.detach().clone() for t in inputs)
+
+    handles = [heads.box_roi_pool.register_forward_hook(keep("box_roi")),
+               heads.amodal_mask_roi_pool.register_forward_hook(keep("mask_roi")),
+               heads.mask_branches["amodal"].mlc.register_forward_pre_hook(keep_mlc_inputs)]
+    for k in range(4):
+        handles.append(heads.box_head.convs[k].register_forward_hook(keep(f"box_conv{k + 1}")))
+        handles.append(heads.occlusion_head.convs[k].register_forward_hook(keep(f"occlusion_conv{k + 1}")))
+        handles.append(heads.mask_branches["amodal"].convs[k].register_forward_hook(keep(f"mask_conv{k + 1}")))
+    image, target = synthetic_pair(0)
+    torch.manual_seed(0)
+    model([image], [target])
+    for handle in handles:
+        handle.remove()
+
+    # only the foreground RoIs feed the mask branches: find them as the rows of the box RoI
+    # features that MLC received
+    fg = seen["mlc_box"].shape[0]
+    assert fg > 0
+    expected_box = seen["box_roi"] if box_level == 0 else seen[f"box_conv{box_level}"]
+    expected_occlusion = seen["box_roi"] if box_level == 0 else seen[f"occlusion_conv{box_level}"]
+    rows = [int(torch.nonzero((expected_box.flatten(1) == seen["mlc_box"][i].flatten()).all(1))[0])
+            for i in range(fg)]
+    assert torch.equal(seen["mlc_box"], expected_box[rows])
+    assert torch.equal(seen["mlc_occlusion"], expected_occlusion[rows])
+    for other in range(5):  # and at no other level
+        if other != box_level:
+            candidate = seen["box_roi"] if other == 0 else seen[f"box_conv{other}"]
+            assert candidate.shape != seen["mlc_box"].shape[1:] or not torch.equal(candidate[rows], seen["mlc_box"])
+    expected_mask = seen["mask_roi"] if mask_level == 0 else seen[f"mask_conv{mask_level}"]
+    assert torch.equal(seen["mlc_mask"], expected_mask)
+    for other in range(5):
+        if other != mask_level:
+            candidate = seen["mask_roi"] if other == 0 else seen[f"mask_conv{other}"]
+            assert not torch.equal(candidate, seen["mlc_mask"])
+
+
+def test_mlc_level_zero_is_refused_under_adaptive_pooling():
+    with pytest.raises(ValueError, match="level 0"):
+        tiny_model("panet_asn", mlc_box_level=0, mlc_mask_level=1)
+    with pytest.raises(ValueError, match="0..4"):
+        tiny_model("mrcnn_asn", mlc_box_level=5)
+
+
 @pytest.mark.parametrize("variant", ["mrcnn_asn", "panet_asn"])
 def test_group_norm_everywhere_trains_and_infers(variant):
     model = tiny_model(variant, head_norm="gn", backbone_norm="gn")

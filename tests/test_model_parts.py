@@ -225,7 +225,7 @@ def test_builder_rejects_unknown_names_and_lists_valid_ones():
     with pytest.raises(ValueError, match="resnet18_fpn_small"):
         build_model("mrcnn", 4, backbone="vgg16")
     with pytest.raises(ValueError, match="mlc_box_level"):
-        build_model("mrcnn_asn", 4, backbone="resnet18_fpn_small", mlc_box_level=4)
+        build_model("mrcnn_asn", 4, backbone="resnet18_fpn_small", mlc_box_level=5)
     with pytest.raises(ValueError, match="occlusion"):
         build_model("mrcnn", 4, backbone="resnet18_fpn_small", mlc=True)
     with pytest.raises(ValueError, match="anchor_sizes must be 5"):

@@ -24,7 +24,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops import misc as misc_nn_ops
 
 from asn.errors import InputError
-from asn.model.heads import group_norm
+from asn.model.layers import group_norm
 
 _PAPER_SIZES: dict[str, Any] = dict(
     min_size=800, max_size=1333, box_conv_channels=256, box_fc_dim=1024, mask_conv_channels=256,

@@ -21,7 +21,8 @@ heads. ``mrcnn_asn`` is the default ASN (OC + MLC(1, 1)).
 Knobs (:func:`variant_defaults` lists them with their defaults for a backbone):
 occlusion_threshold (ratio above which a RoI is "occluded"), occlusion_positive_weight,
 occlusion_rule ("ratio" = paper, "released" = any occluded pixel in the RoI window),
-mlc_box_level a / mlc_mask_level b (0..3, see :mod:`asn.model.mlc`), mlc_extraction_fusion
+mlc_box_level a / mlc_mask_level b (the paper's MLC(a, b): after the a-th box / occlusion conv
+and the b-th mask conv, 0 = the RoI feature, 0..4; see :mod:`asn.model.mlc`), mlc_extraction_fusion
 ("concat"|"add"), mlc_order_adjust, mlc_extraction_convs / mlc_combination_convs (1..3),
 mlc_variant ("paper"|"released"), and sizes: min_size, max_size, fpn_channels,
 box_conv_channels, box_fc_dim, mask_conv_channels, rpn_{pre,post}_nms_top_n_{train,test}, anchor_sizes (one per P2..P6),
@@ -94,6 +95,7 @@ _HEAD_DEFAULTS: dict[str, Any] = dict(
 )
 
 _FEATURE_NAMES = ["0", "1", "2", "3"]
+HEAD_CONVS = 4  # convs of the box, occlusion and mask heads (the paper's 4conv + FC / 4-conv FCN)
 
 
 def variant_defaults(variant: str, backbone: str = "resnet18_fpn") -> dict[str, Any]:
@@ -177,8 +179,12 @@ def build_model(
     if config["mlc"] and not config["occlusion"]:
         raise ValueError("mlc needs occlusion=True (MLC fuses box and occlusion features)")
     for key in ("mlc_box_level", "mlc_mask_level"):
-        if not (isinstance(config[key], int) and 0 <= config[key] <= 3):
-            raise ValueError(f"{key} must be an int in 0..3, got {config[key]!r}")
+        if not (isinstance(config[key], int) and 0 <= config[key] <= HEAD_CONVS):
+            raise ValueError(f"{key} must be an int in 0..{HEAD_CONVS} (MLC(a, b): after the a-th / b-th conv, "
+                             f"0 = the RoI feature), got {config[key]!r}")
+    if config["mlc"] and config["panet"] and 0 in (config["mlc_box_level"], config["mlc_mask_level"]):
+        raise ValueError("MLC level 0 (the RoI feature) is not one tensor under PANet's adaptive feature pooling "
+                         "(one per pyramid level); use levels 1..4 with panet")
     if not 0.0 <= float(config["occlusion_threshold"]) < 1.0:
         raise ValueError(f"occlusion_threshold must be in [0, 1), got {config['occlusion_threshold']}")
     if float(config["occlusion_positive_weight"]) <= 0:
@@ -228,7 +234,7 @@ def build_model(
         mlc = None
         if config["mlc"]:
             mlc = MultiLevelCoding(
-                box_conv, channels if mask_level == 0 else mask_conv,
+                box_head.tap_channels(config["mlc_box_level"]), channels if mask_level == 0 else mask_conv,
                 extraction_fusion=config["mlc_extraction_fusion"], order_adjust=bool(config["mlc_order_adjust"]),
                 extraction_convs=config["mlc_extraction_convs"], combination_convs=config["mlc_combination_convs"],
                 variant=config["mlc_variant"], norm=norm,

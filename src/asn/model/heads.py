@@ -13,56 +13,36 @@ from typing import Optional
 
 from torch import Tensor, nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
-from torchvision.ops.misc import Conv2dNormActivation
 
+from asn.model.layers import check_norm, conv3x3, kaiming_init
 from asn.model.mlc import MultiLevelCoding
 from asn.model.panet import AdaptiveMaxFusion, FullyConnectedFusion
 
 
-HEAD_NORMS = ("none", "gn")
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups (Wu & He, 2018), fewer when ``channels`` is not a multiple of 32."""
-    groups = 32
-    while channels % groups:
-        groups //= 2
-    return nn.GroupNorm(groups, channels)
-
-
-def _conv3x3(in_channels: int, out_channels: int, norm: str = "none") -> nn.Module:
-    # with a norm layer the conv has no bias (the norm's shift replaces it), as in detectron2
-    return Conv2dNormActivation(in_channels, out_channels, kernel_size=3,
-                                norm_layer=group_norm if norm == "gn" else None)
-
-
 def _conv_stack(in_channels: int, channels: int, num_convs: int, adaptive_levels: int,
                 norm: str = "none") -> nn.ModuleList:
-    if norm not in HEAD_NORMS:
-        raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {norm!r}")
+    check_norm(norm)
     convs: list[nn.Module] = []
     for index in range(num_convs):
         conv_in = in_channels if index == 0 else channels
         if index == 0 and adaptive_levels:
-            convs.append(AdaptiveMaxFusion([_conv3x3(conv_in, channels, norm) for _ in range(adaptive_levels)]))
+            convs.append(AdaptiveMaxFusion([conv3x3(conv_in, channels, norm) for _ in range(adaptive_levels)]))
         else:
-            convs.append(_conv3x3(conv_in, channels, norm))
+            convs.append(conv3x3(conv_in, channels, norm))
     stack = nn.ModuleList(convs)
-    for module in stack.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    kaiming_init(stack)
     return stack
 
 
 class ConvFCHead(nn.Module):
     """``num_convs`` x (3x3 conv, ReLU) on (R, C_in, S, S) RoI features, then FC + ReLU.
 
-    forward(x, tap_index=None, stop_at_tap=False) -> (fc (R, fc_dim) or None, tapped (R, C, S, S)
-    or None): ``tapped`` is the output of conv ``tap_index`` (0-based); with ``stop_at_tap`` the
-    remaining convs and the FC are skipped (inference only needs the tapped feature).
-    ``x`` is a list of per-level tensors when ``adaptive_levels`` > 0.
+    forward(x, tap_level=None, stop_at_tap=False) -> (fc (R, fc_dim) or None, tapped or None):
+    ``tapped`` is the feature *after the tap_level-th conv* in the paper's MLC(a, b) sense:
+    level 0 is the RoI feature itself (R, C_in, S, S), level k the output of the k-th conv
+    (R, C, S, S). With ``stop_at_tap`` the remaining convs and the FC are skipped (inference only
+    needs the tapped feature). ``x`` is a list of per-level tensors when ``adaptive_levels`` > 0,
+    where level 0 is not a single feature and is refused.
     """
 
     def __init__(
@@ -82,14 +62,25 @@ class ConvFCHead(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.out_channels = fc_dim
         self.conv_channels = conv_channels
+        self.in_channels = in_channels
+
+    def tap_channels(self, tap_level: int) -> int:
+        """Channels of the feature after conv ``tap_level`` (0 = the RoI feature)."""
+        return self.in_channels if tap_level == 0 else self.conv_channels
 
     def forward(
-        self, x, tap_index: Optional[int] = None, stop_at_tap: bool = False
+        self, x, tap_level: Optional[int] = None, stop_at_tap: bool = False
     ) -> tuple[Optional[Tensor], Optional[Tensor]]:
         tapped = None
+        if tap_level == 0:
+            if isinstance(x, (list, tuple)):
+                raise ValueError("tap level 0 (the RoI feature) is not one tensor under adaptive feature pooling")
+            tapped = x
+            if stop_at_tap:
+                return None, tapped
         for index, conv in enumerate(self.convs):
             x = conv(x)
-            if index == tap_index:
+            if tap_level is not None and index + 1 == tap_level:
                 tapped = x
                 if stop_at_tap:
                     return None, tapped
@@ -113,8 +104,10 @@ class MaskBranch(nn.Module):
     """One mask branch: ``num_convs`` x (3x3 conv, ReLU) on 14x14 RoI features, deconv to 28x28,
     1x1 class-specific logits (torchvision's ``MaskRCNNPredictor``).
 
-    Optional parts: MLC combination inserted before conv ``mlc_mask_level`` (0-based);
-    PANet's fully-connected fusion branching after the third conv.
+    Optional parts: the MLC combination *after the* ``mlc_mask_level``-th conv (the paper's b:
+    0 = on the RoI feature before any conv, ``num_convs`` = after the last conv, before the
+    deconv); the remaining convs continue on the combined feature. PANet's fully-connected
+    fusion branches after the third conv.
 
     forward(x, box_feature=None, occlusion_feature=None) -> (R, num_classes, 28, 28) logits.
     """
@@ -134,11 +127,11 @@ class MaskBranch(nn.Module):
         norm: str = "none",
     ):
         super().__init__()
-        if mlc is not None and not 0 <= mlc_mask_level < num_convs:
-            raise ValueError(f"mlc_mask_level must be in 0..{num_convs - 1}, got {mlc_mask_level}")
+        if mlc is not None and not 0 <= mlc_mask_level <= num_convs:
+            raise ValueError(f"mlc_mask_level must be in 0..{num_convs}, got {mlc_mask_level}")
         if mlc is not None and adaptive_levels and mlc_mask_level == 0:
             raise ValueError("mlc_mask_level=0 is not defined under adaptive feature pooling (PANet): "
-                             "the first mask layer fuses the pyramid levels; use 1..3")
+                             "the RoI feature is one tensor per pyramid level; use 1..4")
         self.convs = _conv_stack(in_channels, conv_channels, num_convs, adaptive_levels, norm)
         self.predictor = MaskRCNNPredictor(conv_channels, conv_channels, num_classes)
         self.mlc = mlc
@@ -146,18 +139,24 @@ class MaskBranch(nn.Module):
         self.fc_fusion = FullyConnectedFusion(conv_channels, roi_resolution, norm=norm) if fc_fusion else None
         self.fc_fusion_after = min(2, num_convs - 1)
 
+    def _combine(self, x: Tensor, box_feature: Optional[Tensor], occlusion_feature: Optional[Tensor]) -> Tensor:
+        if box_feature is None or occlusion_feature is None:
+            raise ValueError("this mask branch uses MLC: pass the box and occlusion features")
+        return self.mlc(x, box_feature, occlusion_feature)
+
     def forward(
         self, x, box_feature: Optional[Tensor] = None, occlusion_feature: Optional[Tensor] = None
     ) -> Tensor:
         fc_input = None
+        level = self.mlc_mask_level if self.mlc is not None else None
+        if level == 0:
+            x = self._combine(x, box_feature, occlusion_feature)
         for index, conv in enumerate(self.convs):
-            if self.mlc is not None and index == self.mlc_mask_level:
-                if box_feature is None or occlusion_feature is None:
-                    raise ValueError("this mask branch uses MLC: pass the box and occlusion features")
-                x = self.mlc(x, box_feature, occlusion_feature)
             x = conv(x)
             if index == self.fc_fusion_after:
-                fc_input = x
+                fc_input = x  # PANet's fc path branches off the conv output itself
+            if level == index + 1:
+                x = self._combine(x, box_feature, occlusion_feature)
         logits = self.predictor(x)
         if self.fc_fusion is not None:
             logits = logits + self.fc_fusion(fc_input)

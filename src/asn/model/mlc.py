@@ -1,11 +1,14 @@
-"""Multi-Level Coding (MLC), paper section 4.2 and Table 7.
+"""Multi-Level Coding (MLC), paper section 4.2 and Tables 5 and 7.
 
-MLC(a, b) takes the RoI features of the box and occlusion branches after their a-th conv
-(7x7, C_box channels), *extracts* a global code from them and *combines* it with the mask
-branch's feature before its b-th conv (14x14, C_mask channels). Indices follow the released
-code: ``a`` is the 0-based index of the box/occlusion conv whose output is tapped (a=1: after
-the second conv) and ``b`` is the 0-based index of the mask conv the combined feature feeds
-(b=1: after the first mask conv). Default ASN = MLC(1, 1).
+MLC(a, b), exactly as the paper defines it (section 5.2, Table 5): the RoI features of the box
+and occlusion branches *after their a-th conv* (7x7, C_box channels) are *extracted* into a
+global code, which is *combined* with the mask branch's feature *after its b-th conv* (14x14,
+C_mask channels); 0 means the RoI feature before any conv. The paper's best and default is
+MLC(1, 1), after the first conv of each branch: ``model.mlc_box_level: 1`` /
+``model.mlc_mask_level: 1``. Both run 0..4 (the heads have 4 convs); the tapping itself lives in
+:class:`asn.model.heads.ConvFCHead` and :class:`asn.model.heads.MaskBranch`. (Before this
+convention the project counted the box level from 0 = after the first conv, so its old default
+"(1, 1)" was the paper's MLC(2, 1); that model is ``mlc_box_level: 2`` now.)
 
 Paper variant (default):
 - extraction: concat(box, occ) (2C) -> deconv stride 2 (7->14) to C -> ``extraction_convs``
@@ -28,21 +31,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from asn.model.layers import conv_relu, deconv_relu, kaiming_init
+
 FUSIONS = ("concat", "add")
 MLC_VARIANTS = ("paper", "released")
-
-
-def _conv_relu(in_channels: int, out_channels: int, norm: str = "none") -> list[nn.Module]:
-    if norm == "gn":  # the norm's shift replaces the conv bias
-        from asn.model.heads import group_norm  # heads imports this module
-
-        return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), group_norm(out_channels),
-                nn.ReLU(inplace=True)]
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
-
-
-def _deconv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2), nn.ReLU(inplace=True)]
 
 
 class MultiLevelCoding(nn.Module):
@@ -80,32 +72,28 @@ class MultiLevelCoding(nn.Module):
         extraction: list[nn.Module] = []
         combination: list[nn.Module] = []
         if variant == "released":
-            extraction += _conv_relu(code_channels, mask_channels, norm)
-            extraction += _deconv_relu(mask_channels, mask_channels)
-            extraction += _conv_relu(mask_channels, mask_channels, norm)
-            combination += _conv_relu(2 * mask_channels, mask_channels, norm)
-            combination += _conv_relu(mask_channels, mask_channels, norm)
+            extraction += conv_relu(code_channels, mask_channels, norm)
+            extraction += deconv_relu(mask_channels, mask_channels)
+            extraction += conv_relu(mask_channels, mask_channels, norm)
+            combination += conv_relu(2 * mask_channels, mask_channels, norm)
+            combination += conv_relu(mask_channels, mask_channels, norm)
         else:
             if order_adjust:
-                extraction += _deconv_relu(code_channels, mask_channels)
+                extraction += deconv_relu(code_channels, mask_channels)
                 for _ in range(extraction_convs):
-                    extraction += _conv_relu(mask_channels, mask_channels, norm)
+                    extraction += conv_relu(mask_channels, mask_channels, norm)
             else:
                 channels = code_channels
                 for _ in range(extraction_convs):
-                    extraction += _conv_relu(channels, mask_channels, norm)
+                    extraction += conv_relu(channels, mask_channels, norm)
                     channels = mask_channels
-                extraction += _deconv_relu(mask_channels, mask_channels)
+                extraction += deconv_relu(mask_channels, mask_channels)
             for index in range(combination_convs):
                 last = index == combination_convs - 1
-                combination += _conv_relu(2 * mask_channels, mask_channels if last else 2 * mask_channels, norm)
+                combination += conv_relu(2 * mask_channels, mask_channels if last else 2 * mask_channels, norm)
         self.extraction = nn.Sequential(*extraction)
         self.combination = nn.Sequential(*combination)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        kaiming_init(self)
 
     def extract(self, box_feature: Tensor, occlusion_feature: Tensor) -> Tensor:
         """(R, C_box, 7, 7) x 2 -> (R, C_mask, 14, 14)."""

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _infer_scale
 
+from asn.model.layers import conv_relu, kaiming_init
+
 
 class BottomUpPathAugmentation(nn.Module):
     """Bottom-up path on FPN outputs; keeps the feature names and channel width."""
@@ -116,16 +118,10 @@ class FullyConnectedFusion(nn.Module):
 
     def __init__(self, channels: int, roi_resolution: int = 14, mask_resolution: int = 28, norm: str = "none"):
         super().__init__()
-        from asn.model.mlc import _conv_relu  # the heads' conv + (norm) + ReLU unit
-
-        self.convs = nn.Sequential(*_conv_relu(channels, channels, norm), *_conv_relu(channels, channels // 2, norm))
+        self.convs = nn.Sequential(*conv_relu(channels, channels, norm), *conv_relu(channels, channels // 2, norm))
         self.fc = nn.Linear((channels // 2) * roi_resolution * roi_resolution, mask_resolution * mask_resolution)
         self.mask_resolution = mask_resolution
-        for module in self.convs:
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        kaiming_init(self.convs)
 
     def forward(self, feature: Tensor) -> Tensor:
         x = self.convs(feature).flatten(1)

@@ -110,8 +110,8 @@ class AmodalRoIHeads(RoIHeads):
         if uses_mlc and not self.has_occlusion():
             raise ValueError("MLC needs the occlusion branch (it fuses box and occlusion features)")
         num_box_convs = len(box_head.convs)
-        if uses_mlc and not 0 <= self.mlc_box_level < num_box_convs:
-            raise ValueError(f"mlc_box_level must be in 0..{num_box_convs - 1}, got {mlc_box_level}")
+        if uses_mlc and not 0 <= self.mlc_box_level <= num_box_convs:
+            raise ValueError(f"mlc_box_level must be in 0..{num_box_convs}, got {mlc_box_level}")
 
     # ----------------------------------------------------------------- capabilities
     def has_occlusion(self) -> bool:
