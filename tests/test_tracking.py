@@ -68,6 +68,37 @@ def test_tracker_one_live_run_per_key(store):
     assert len(client(store).get_metric_history(first, "loss")) == 1200
 
 
+def test_sqlite_folder(tmp_path, monkeypatch):
+    from asn.tracking import default_uri, sqlite_folder
+
+    assert sqlite_folder(f"sqlite:///{tmp_path / 'mlflow.db'}") == tmp_path.resolve()
+    assert sqlite_folder(f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=30") == tmp_path.resolve()
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_folder("sqlite:///sub/mlflow.db") == tmp_path.resolve() / "sub"  # relative: to the cwd
+    assert sqlite_folder(default_uri(ROOT)) == ROOT.resolve()  # the default store: the project folder
+    for uri in ("sqlite://", "sqlite:///:memory:", "http://127.0.0.1:5000", "postgresql://u@h/db"):
+        assert sqlite_folder(uri) is None, uri
+
+
+def test_artifacts_go_beside_the_store_not_into_the_project(store, tmp_path):
+    """A process in the project folder (every stage, every test's `asn` subprocess) logging to a
+    store elsewhere must not create <project>/mlruns: MLflow's default artifact root is
+    ./mlruns relative to the current folder, so the tracker sets it from the store's folder."""
+    from asn.tracking import Tracker
+
+    name = "artifact-root-check"
+    tracker = Tracker(store, root=ROOT)
+    run_id = tracker.start_run(name, "k", name="a", kind="x", replace=True)
+    assert run_id is not None
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    tracker.log_artifacts(run_id, [note], "sub")
+    assert client(store).get_experiment_by_name(name).artifact_location == (tmp_path / "mlruns" / name).as_uri()
+    assert client(store).get_run(run_id).info.artifact_uri.startswith((tmp_path / "mlruns" / name).as_uri() + "/")
+    assert (tmp_path / "mlruns" / name / run_id / "artifacts" / "sub" / "note.txt").read_text() == "x"
+    assert not (ROOT / "mlruns" / name).exists()
+
+
 def test_train_then_evaluate_fill_one_run(store, tmp_path):
     world = make_world(tmp_path)
     run, out = tmp_path / "run", tmp_path / "eval"
@@ -104,6 +135,9 @@ def test_train_then_evaluate_fill_one_run(store, tmp_path):
     artifacts = {a.path for folder in ("train", "checkpoint", "eval")
                  for a in mlflow_client.list_artifacts(found.info.run_id, folder)}
     assert {"train/train_log.csv", "checkpoint/checkpoint.pt", "eval/metrics.json", "eval/per_class.csv"} <= artifacts
+    # the commands ran in the project folder, the artifacts went beside the temporary store
+    assert found.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri() + "/")
+    assert (tmp_path / "mlruns" / "table4" / found.info.run_id / "artifacts" / "eval" / "metrics.json").is_file()
     # `asn runs --metrics` finds the run behind the metrics file
     shown = subprocess.run([sys.executable, "-m", "asn.cli", "runs", "--metrics", str(out / "metrics.json"), "--json"],
                            **common)
@@ -169,6 +203,7 @@ def test_aggregate_parent_run_and_children(store, tmp_path):
         assert client(store).get_run(run_id).data.tags.get("mlflow.parentRunId") == parent_id
     artifacts = {a.path for a in client(store).list_artifacts(parent_id, "table")}
     assert {"table/table4.md", "table/table4.png", "table/table4.csv"} <= artifacts
+    assert client(store).get_run(parent_id).info.artifact_uri.startswith((tmp_path / "mlruns").as_uri() + "/")
 
 
 def test_only_rank_zero_and_opt_out(monkeypatch, store):

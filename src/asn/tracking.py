@@ -2,7 +2,9 @@
 
 Store: ``MLFLOW_TRACKING_URI`` when set (a shared server, PostgreSQL behind it), otherwise an
 embedded sqlite store in the project folder (``sqlite:///<cwd>/mlflow.db``, artifacts under
-``<cwd>/mlruns``; both ignored by git). ``make ui`` browses it.
+``<cwd>/mlruns``; both ignored by git). ``make ui`` browses it. Any sqlite store keeps its
+artifacts beside its database file (``<folder of the .db>/mlruns/<experiment>``), whatever the
+current folder: a store in a temporary folder (the tests') leaves nothing in the project.
 
 One experiment per table (``table4``, ``table5``, ...); one run per (variant, seed), opened by
 ``asn train`` and completed by ``asn evaluate``; the aggregate of a table is a parent run that
@@ -50,6 +52,24 @@ def default_uri(root: str | Path | None = None) -> str:
     if uri:
         return uri
     return "sqlite:///" + str((Path(root) if root else Path.cwd()).resolve() / "mlflow.db")
+
+
+def sqlite_folder(uri: str) -> Optional[Path]:
+    """The folder holding the database file of a ``sqlite:`` store URI (absolute), else None.
+
+    ``sqlite:////abs/mlflow.db`` -> ``/abs``; ``sqlite:///rel/mlflow.db`` -> ``<cwd>/rel`` (as
+    sqlite opens it); an in-memory store (``sqlite://``, ``sqlite:///:memory:``) or another
+    scheme -> None.
+    """
+    if not uri.startswith("sqlite:"):
+        return None
+    rest = uri[len("sqlite:"):]
+    if not rest.startswith("///"):
+        return None  # "sqlite://": in memory (or a form without a file path)
+    path = rest[3:].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path).resolve().parent
 
 
 def git_commit(cwd: str | Path | None = None, paths: Iterable[str] = ()) -> str:
@@ -140,8 +160,10 @@ class Tracker:
                 return found.experiment_id
             location = None
             if self.uri.startswith("sqlite:"):
-                # without a server, artifacts would land relative to the current folder
-                location = (self.root.resolve() / "mlruns" / name).as_uri()
+                # Without a server, artifacts would land relative to the current folder: they go
+                # beside the database file instead (the project folder for the default store).
+                folder = sqlite_folder(self.uri) or self.root.resolve()
+                location = (folder / "mlruns" / name).as_uri()
             return self.client.create_experiment(name, artifact_location=location)
         return self._guard(get)
 
