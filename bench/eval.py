@@ -3,7 +3,7 @@
 Goal: our evaluation at least 3x faster than pycocotools on a KINS-test-scale set with
 identical numbers. The set: 7,517 images and their ground truth from ``asn synth
 --annotations-only`` + ``asn convert --no-image-check`` (the project's own pipeline, about 96k
-instances), and 100 detections per image from ``asn.eval.coco.perturbed_predictions``
+instances), and 100 detections per image from ``asn.eval.perturb.perturbed_predictions``
 (perturbed ground-truth masks and boxes with random scores, some with another class, some
 twice, random false positives; amodal and inmodal RLEs; ~3 % of images without detections).
 Generated data is cached under ``--work`` so reruns only time the evaluations.
@@ -140,7 +140,7 @@ def generate(work: Path, images: int, per_image: int, seed: int) -> dict:
         seconds["ground_truth"] = round(time.perf_counter() - t, 1)
     if not preds.is_file():
         t = time.perf_counter()
-        from asn.eval.coco import perturbed_predictions
+        from asn.eval.perturb import perturbed_predictions
         from asn.io import gc_paused, read_json
 
         with gc_paused():

@@ -1,5 +1,6 @@
-"""Tests of asn.eval.coco: engines agree with pycocotools, hand-made AP / ap_occ / occlusion
-accuracy cases, per-class CSV, bad and empty prediction files, model output conversion."""
+"""Tests of the evaluator (asn.eval.coco, .occlusion, .predictions, .perturb): engines agree with
+pycocotools, hand-made AP / ap_occ / occlusion accuracy cases, per-class CSV, bad and empty
+prediction files, model output conversion."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from asn.errors import InputError
-from asn.eval import coco
+from asn.eval import coco, occlusion, perturb, predictions
 from asn.io import read_json, write_json_atomic
 
 STAT_KEYS = ("det", "amodal", "inmodal")
@@ -39,8 +40,8 @@ def synthetic_gt(tmp_path_factory):
 def realistic_predictions(synthetic_gt, tmp_path_factory):
     amodal_path, inmodal_path = synthetic_gt
     amodal, inmodal = read_json(amodal_path), read_json(inmodal_path)
-    preds = coco.perturbed_predictions(amodal, inmodal, per_image=25, seed=7,
-                                       empty_image_rate=0.2)
+    preds = perturb.perturbed_predictions(amodal, inmodal, per_image=25, seed=7,
+                                          empty_image_rate=0.2)
     preds = [p for p in preds if p["image_id"] != 2]  # certainly one image without detections
     path = tmp_path_factory.mktemp("eval_pred") / "predictions.json"
     write_json_atomic(path, preds)
@@ -119,7 +120,7 @@ def test_engines_match_pycocotools(synthetic_gt, realistic_predictions):
                 assert a[key] == pytest.approx(b[key], abs=1e-10)
     # The faster bucket evaluation without a finished amodal one to start from.
     job = coco._Job("faster", read_json(pred_path), read_json(amodal_path),
-                    read_json(inmodal_path), coco.DEFAULT_OCCLUSION_BUCKETS)
+                    read_json(inmodal_path), occlusion.DEFAULT_OCCLUSION_BUCKETS)
     alone = job.run(["occ:heavy", "occ:none"])
     assert 100 * alone["occ:heavy"]["ap"] == pytest.approx(ref["ap_occ_heavy"], abs=1e-10)
     assert 100 * alone["occ:none"]["ap"] == pytest.approx(ref["ap_occ_none"], abs=1e-10)
@@ -246,7 +247,7 @@ def test_match_detections_prefers_higher_scores():
     # d0 (lower score) overlaps g0 best; d1 (higher score) overlaps both, g0 a bit more.
     preds = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.5},
              {"image_id": 1, "category_id": 1, "bbox": [2, 0, 10, 10], "score": 0.9}]
-    dets, matched = coco.match_detections(preds, gts, 0.3)
+    dets, matched = occlusion.match_detections(preds, gts, 0.3)
     assert dict(zip(dets.tolist(), matched.tolist())) == {1: 0, 0: 1}
 
 
@@ -333,7 +334,7 @@ def test_predictions_not_a_list(tmp_path):
         coco.evaluate(path, a_path, i_path)
     assert err.value.file == str(path)
     with pytest.raises(InputError, match="prediction 0: expected an object"):
-        coco.load_predictions(_write(tmp_path, [3]), {1}, {1})
+        predictions.load_predictions(_write(tmp_path, [3]), {1}, {1})
     with pytest.raises(InputError, match="file not found"):
         coco.evaluate(tmp_path / "missing.json", a_path, i_path)
 
@@ -373,16 +374,16 @@ def test_masks_to_rles_round_trip():
 
     rng = np.random.default_rng(0)
     probs = rng.random((3, 1, 17, 23)).astype(np.float32)
-    rles = coco.masks_to_rles(torch.from_numpy(probs))
+    rles = predictions.masks_to_rles(torch.from_numpy(probs))
     assert len(rles) == 3 and all(isinstance(r["counts"], str) for r in rles)
     assert rles[0]["size"] == [17, 23]
     decoded = mask_utils.decode([{"size": r["size"], "counts": r["counts"].encode()} for r in rles])
     np.testing.assert_array_equal(decoded.transpose(2, 0, 1), probs[:, 0] > 0.5)
     # (K, H, W) arrays and another threshold; no masks -> [].
-    rles = coco.masks_to_rles(probs[:, 0], threshold=0.9)
+    rles = predictions.masks_to_rles(probs[:, 0], threshold=0.9)
     decoded = mask_utils.decode([{"size": r["size"], "counts": r["counts"].encode()} for r in rles])
     np.testing.assert_array_equal(decoded.transpose(2, 0, 1), probs[:, 0] > 0.9)
-    assert coco.masks_to_rles(np.zeros((0, 1, 5, 5))) == []
+    assert predictions.masks_to_rles(np.zeros((0, 1, 5, 5))) == []
 
 
 def test_detections_to_results():
@@ -397,7 +398,7 @@ def test_detections_to_results():
               "labels": torch.tensor([1, 3]), "scores": torch.tensor([0.912345678, 0.5]),
               "amodal_masks": masks, "inmodal_masks": inmodal,
               "occlusion_scores": torch.tensor([0.75, 0.1])}
-    results = coco.detections_to_results(output, 42, {1: 1, 2: 2, 3: 4})
+    results = predictions.detections_to_results(output, 42, {1: 1, 2: 2, 3: 4})
     assert [r["category_id"] for r in results] == [1, 4]
     assert results[0]["bbox"] == [3.0, 2.0, 6.0, 3.0]
     assert results[1]["bbox"] == [0.0, 0.0, 2.12, 2.0]
@@ -408,11 +409,11 @@ def test_detections_to_results():
                          "counts": results[0]["inmodal_segmentation"]["counts"]})
     assert (a, i) == (18, 9)
     # The entries pass the file validation.
-    assert coco._entry_problem(results[0], {42}, {1, 4}, {42: (10, 12)}) is None
+    assert predictions._entry_problem(results[0], {42}, {1, 4}, {42: (10, 12)}) is None
     with pytest.raises(ValueError, match="label 3"):
-        coco.detections_to_results(output, 42, {1: 1})
+        predictions.detections_to_results(output, 42, {1: 1})
     empty = {k: v[:0] for k, v in output.items()}
-    assert coco.detections_to_results(empty, 1, {1: 1}) == []
+    assert predictions.detections_to_results(empty, 1, {1: 1}) == []
 
 
 def test_match_detections_equals_a_plain_greedy_loop():
@@ -431,11 +432,11 @@ def test_match_detections_equals_a_plain_greedy_loop():
             preds.append({"image_id": image_id, "category_id": int(rng.integers(1, 3)),
                           "bbox": [x, y, float(rng.uniform(10, 20)), 15.0],
                           "score": float(rng.integers(0, 5)) / 4})  # ties on purpose
-    coco._MATCH_BLOCK_IMAGES, saved = 7, coco._MATCH_BLOCK_IMAGES  # several blocks
+    occlusion._MATCH_BLOCK_IMAGES, saved = 7, occlusion._MATCH_BLOCK_IMAGES  # several blocks
     try:
-        dets, matched = coco.match_detections(preds, gts, 0.3)
+        dets, matched = occlusion.match_detections(preds, gts, 0.3)
     finally:
-        coco._MATCH_BLOCK_IMAGES = saved
+        occlusion._MATCH_BLOCK_IMAGES = saved
 
     def iou(a, b):
         iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))

@@ -101,7 +101,7 @@ def test_paper_inference_order_is_an_evaluation_option_with_its_own_run_key(trai
 
 def test_predictions_file_rescored_equals_pycocotools(trained, tmp_path):
     """Realistic predictions (perturbed ground truth) so the APs are far from 0 and 100."""
-    from asn.eval.coco import perturbed_predictions
+    from asn.eval.perturb import perturbed_predictions
     from asn.io import write_json_atomic
 
     world, _ = trained

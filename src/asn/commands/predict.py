@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from asn.data.categories import KINS_CATEGORIES
     from asn.engine.checkpoint import build_model_from_checkpoint
     from asn.engine.distributed import resolve_device
-    from asn.eval.coco import detections_to_results
+    from asn.eval.predictions import detections_to_results
     from asn.eval.inference import output_to_cpu
     from asn.eval.overlay import draw_predictions, save_png
     from asn.io import write_json_atomic

@@ -23,7 +23,7 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
     runs under ``torch.inference_mode`` and, on CUDA, autocast.
     """
     from asn.data.dataset import build_loader
-    from asn.eval.coco import detections_to_results
+    from asn.eval.predictions import detections_to_results
 
     indices = list(range(len(dataset)))
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
