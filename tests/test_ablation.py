@@ -249,6 +249,8 @@ def test_flow_trains_evaluates_tables_and_caches(world, harness, tracked, tmp_pa
 
     client = mlflow.MlflowClient(tracking_uri=tracked)
     experiment = client.get_experiment_by_name("custom")
+    # artifacts beside the temporary store, not in the project's mlruns/ (the flow runs in it)
+    assert experiment.artifact_location == (tmp_path / "mlruns" / "custom").as_uri()
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if r.data.tags.get("asn.kind") == "train+evaluate"]
     parents = [r for r in runs if r.data.tags.get("asn.kind") == "aggregate"]
