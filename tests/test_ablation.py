@@ -86,17 +86,21 @@ def test_table6_arms_and_occlusion_accuracy():
 def test_table7_arms_follow_the_paper_rows():
     full = {"model.mlc_variant": "paper", "model.mlc_extraction_fusion": "concat", "model.mlc_order_adjust": True,
             "model.mlc_extraction_convs": 2, "model.mlc_combination_convs": 3}
+    from asn import sweeps
+    from asn.config import load_params
+
     arms = arms_of("table7")
-    bits = []
+    params = load_params(PARAMS)
+    codes = []
     for arm in arms:
         knobs = sets_of(arm)
         assert set(knobs) == set(full)  # every arm pins all four parts
-        bits.append("".join("1" if ok else "0" for ok in (
-            knobs["model.mlc_extraction_fusion"] == "concat", knobs["model.mlc_order_adjust"],
-            knobs["model.mlc_extraction_convs"] == 2 or not knobs["model.mlc_order_adjust"],
-            knobs["model.mlc_combination_convs"] == 3)))
+        # the paper's code order: 1 extraction fusion, 2 extraction convs, 3 combination fusion, 4 combination convs
+        key, note = sweeps.paper_match("table7", sweeps.arm_model(arm, params))
+        codes.append(key or note.split(":")[0].split()[0])
     assert len(arms) == 9 and sets_of(arms[0]) == full and arms[0].name == "full"
-    assert sorted(bits) == sorted(["1111", "0111", "1011", "1011", "1011", "1101", "1101", "1110", "1110"])
+    assert sorted(codes) == sorted(["1111 (default MLC)", "0111 ADD", "1011", "1011 Order Adjustment", "1011",
+                                    "1011 1 CONV", "1011 3 CONV", "1110 1 CONV", "1110"])
     assert len({tuple(sorted(sets_of(a).items())) for a in arms}) == 9  # no two arms alike
 
 

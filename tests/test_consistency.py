@@ -106,7 +106,58 @@ def test_two_stage_layout_against_a_reference(tmp_path, capsys):
     assert "| annotation | stage 1 | stage 2 |" in text and "## Stage 2: IoU between annotators" in text
     saved = json.loads((out / "table3.json").read_text())
     assert saved["layout"] == "two_stage" and [s["stage"] for s in saved["stages"]] == [1, 2]
-    assert (out / "table3.csv").read_text().splitlines()[0] == "annotation,stage 1,stage 2"
+    csv_lines = (out / "table3.csv").read_text().splitlines()
+    assert csv_lines[0] == "table,row,column,mean_iou,paper_row,paper_column,paper_mean_iou_kins"
+    assert len(csv_lines) == 1 + 16 + 5 * 2  # the 4x4 matrix, then the extra table (5 rows x 2 stages)
+    assert csv_lines[1].startswith("stage2_x_stage1,\"a2, stage 2\",\"a, stage 1\",1.0,ann12,ann11,0.836")
+    assert "## Extra: each stage against the released annotation" in text
+
+
+def test_cross_stage_matrix_of_hand_made_squares(tmp_path):
+    """The paper's layout: rows = stage-2 sets + their majority vote, columns = stage-1 sets + theirs.
+
+    Squares of side 10 shifted by d px along x overlap with IoU (10 - d) / (10 + d). Stage 1 at
+    x = 0 / 5 / 2 (majority: x = 2, see above), stage 2 at x = 0 / 1 / 0 (majority: x = 0)."""
+    from asn.stats.consistency import cross_stage_statistics, describe_pattern, diagonal_pattern
+
+    for name, x in (("a", 0), ("b", 5), ("c", 2), ("a2", 0), ("b2", 1), ("c2", 0)):
+        _write_set(tmp_path / f"{name}.json", [x])
+    result = cross_stage_statistics([tmp_path / f"{n}.json" for n in ("a", "b", "c")],
+                                    [tmp_path / f"{n}.json" for n in ("a2", "b2", "c2")])
+
+    def iou(d):
+        return (10 - d) / (10 + d)
+
+    rows, columns = [0, 1, 0, 0], [0, 5, 2, 2]
+    expected = [[iou(abs(r - c)) for c in columns] for r in rows]
+    np.testing.assert_allclose(result["matrix"], expected)
+    assert result["rows"] == ["a2, stage 2", "b2, stage 2", "c2, stage 2", "majority_vote, stage 2"]
+    assert result["columns"] == ["a, stage 1", "b, stage 1", "c, stage 1", "majority_vote, stage 1"]
+    pattern = result["pattern"]
+    diagonal = (1 + iou(4) + iou(2)) / 3
+    off = (iou(5) + iou(2) + iou(1) + iou(1) + 1 + iou(5)) / 6
+    assert pattern["diagonal_mean"] == pytest.approx(diagonal) and pattern["off_diagonal_mean"] == pytest.approx(off)
+    assert pattern["diagonal_higher"] and not pattern["majority_highest"]  # majority cell 8/12 < 1
+    assert describe_pattern(pattern).endswith("yes; majority-vote cell (0.6667) highest: no")
+    # the paper's own matrix shows both parts of its pattern
+    from asn import paper
+
+    assert diagonal_pattern(paper.TABLE3["matrix"]) == {
+        "diagonal_mean": pytest.approx((0.836 + 0.840 + 0.835) / 3),
+        "off_diagonal_mean": pytest.approx((0.802 + 0.805 + 0.809 + 0.818 + 0.804 + 0.816) / 6),
+        "diagonal_higher": True, "majority_cell": 0.843, "majority_highest": True}
+    # the rendered table: ours, the paper's matrix beside it, each pattern computed
+    from asn.stats.consistency import two_stage_statistics, write_consistency_outputs
+
+    full = two_stage_statistics([tmp_path / f"{n}.json" for n in ("a", "b", "c")],
+                                [tmp_path / f"{n}.json" for n in ("a2", "b2", "c2")])
+    write_consistency_outputs(tmp_path / "out", full, "hand-made", "asn consistency ...")
+    text = (tmp_path / "out" / "table3.md").read_text()
+    assert "| b2, stage 2 | 0.8182 | 0.4286 | 0.8182 | 0.8182 |" in text
+    assert "| annmv2 | 0.8380 | 0.8360 | 0.8370 | 0.8430 |" in text
+    assert "Our pattern (computed from the matrix above): diagonal mean 0.6984 > off-diagonal mean 0.6616: yes" in text
+    assert "majority-vote cell (0.8430) highest: yes" in text and "paper-reported on KINS" in text
+    assert "## Extra: each stage against its majority vote" in text  # no reference given
 
 
 def test_two_stage_bad_input(tmp_path, capsys):
@@ -126,6 +177,16 @@ def test_two_stage_bad_input(tmp_path, capsys):
                  "--reference", str(tmp_path / "ref.json"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "ref.json" in err and "annotation 10" in err and "missing from the reference" in err
+    assert not out.exists()
+    # a stage-2 file that lacks an annotation of stage 1: exit 2 naming that file, nothing written
+    _write_set(tmp_path / "b2.json", [0])
+    bad = json.loads((tmp_path / "b2.json").read_text())
+    bad["annotations"][0]["id"] = 55
+    (tmp_path / "b2.json").write_text(json.dumps(bad))
+    assert main(["consistency", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "--stage2", str(tmp_path / "a2.json"), str(tmp_path / "b2.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "b2.json" in err and "annotation id 10" in err
     assert not out.exists()
 
 

@@ -34,7 +34,8 @@ def test_table8_from_checkpoints_and_the_synthetic_stereo_world(models, tmp_path
                  "instances.json", "calib.json"):
         assert (tmp_path / "scenes" / name).is_file(), name
     table = (out / "table8.md").read_text()
-    assert "synthetic stereo / motion world (NOT KITTI" in table and "not transcribed" in table
+    assert "synthetic stereo / motion world (NOT KITTI" in table and "paper-reported on KITTI 2015" in table
+    assert "| paper: OSF | paper-reported on KITTI 2015 | 4.74 | 6.99 | 8.55 | 9.94 |" in table
     for arm in ("baseline", "mrcnn", "mrcnn_asn", "gt"):
         assert f"(`{arm}`)" in table
     data = json.loads((out / "table8.json").read_text())
@@ -49,7 +50,10 @@ def test_table8_from_checkpoints_and_the_synthetic_stereo_world(models, tmp_path
     assert rows["gt"]["rates"]["Fl"]["bg"] == rows["baseline"]["rates"]["Fl"]["bg"]
     assert (out / "table8.png").read_bytes()[:4] == b"\x89PNG"
     csv_lines = (out / "table8.csv").read_text().splitlines()
-    assert csv_lines[0] == "arm,seeds,metric,region,rate,low,high,outliers,pixels" and len(csv_lines) == 1 + 4 * 12
+    assert csv_lines[0] == "arm,seeds,metric,region,rate,low,high,outliers,pixels,source,paper_row"
+    assert len(csv_lines) == 1 + 4 * 12 + 3 * 4  # our 4 arms x 12 cells, the paper's 3 rows x 4 metrics
+    assert [p["row"] for p in data["paper"]] == ["OSF", "ISF", "ISF with KINS"]
+    assert data["paper_roles"]["mrcnn_asn"]["paper_row"] == "ISF with KINS"
 
 
 def test_missing_checkpoint_and_bad_source_exit_2(models, tmp_path):

@@ -56,12 +56,26 @@ def test_table_files(tmp_path):
     markdown = render_markdown(table, title="Table 4", header={"Data": "synthetic", "Git commit": "abc"},
                                command="dvc repro aggregate")
     assert "10.1 ± 0.09" in markdown  # mean 10.07, sample variance 0.0933
-    assert "| 30.9 | 29.3 | 26.6 |" in markdown and "paper-reported numbers on KINS" in markdown
+    # the paper's row beside ours (Mask R-CNN: 31.3, not ORCNN's 30.9), labelled as the paper's
+    assert "| Mask R-CNN | 31.3 | 29.3 | 26.6 |" in markdown
+    assert "| Mask R-CNN + ASN | 32.7 | 31.1 | 28.7 |" in markdown
+    assert "Paper row (paper-reported on KINS)" in markdown
+    assert "Paper columns: paper-reported on KINS (Qi et al., CVPR 2019, Table 4, R50-FPN)" in markdown
+    # the rows no variant of ours implements: paper-only, marked as such
+    assert "| paper only: MNC — not implemented here | – | – | – | – | MNC | 20.9 | 18.5 | 16.1 |" in markdown
+    assert "| paper only: FCIS — not implemented here | – | – | – | – | FCIS | 25.6 | 23.5 | 20.8 |" in markdown
     assert "`mrcnn_asn` vs `mrcnn`, Amodal Seg: 2.07 AP higher, beyond the seed spread" in markdown
     assert "**Git commit**: abc" in markdown and "sample (ddof=1" in markdown
     rows = render_csv(table).splitlines()
-    assert rows[0].startswith("variant,name,seeds,det_ap_mean") and len(rows) == 3
+    assert rows[0].startswith("variant,name,seeds,det_ap_mean") and rows[0].endswith(",paper_row,paper_note")
+    assert len(rows) == 1 + 2 + 2  # our two variants, then the paper-only MNC and FCIS
     assert rows[2].split(",")[:3] == ["mrcnn_asn", "Mask R-CNN + ASN", "3"]
+    mrcnn = dict(zip(rows[0].split(","), rows[1].split(",")))
+    assert (mrcnn["det_ap_paper_kins"], mrcnn["amodal_ap_paper_kins"], mrcnn["inmodal_ap_paper_kins"]) == (
+        "31.3", "29.3", "26.6") and mrcnn["paper_row"] == "Mask R-CNN"
+    mnc = dict(zip(rows[0].split(","), rows[3].split(",")))
+    assert mnc["variant"] == "" and mnc["det_ap_mean"] == "" and mnc["det_ap_paper_kins"] == "20.9"
+    assert mnc["paper_note"] == "not implemented here"
     plot(table, tmp_path / "t.png", title="t")
     first = (tmp_path / "t.png").read_bytes()
     plot(table, tmp_path / "t.png", title="t")
@@ -75,3 +89,9 @@ def test_paper_rows_cover_table4_variants():
 
     variants = yaml.safe_load(PARAMS.read_text())["table4"]["variants"]
     assert set(variants) == set(PAPER_TABLE4)
+    # every one of the paper's seven rows is shown: ours beside it, or paper-only
+    from asn import paper
+    from asn.eval.seeds import PAPER_TABLE4_ONLY
+
+    assert sorted([name for name, _ in PAPER_TABLE4.values()] + [row[0] for row in PAPER_TABLE4_ONLY]) == sorted(paper.TABLE4)
+    assert PAPER_TABLE4["mrcnn"] == ("Mask R-CNN", (31.3, 29.3, 26.6))

@@ -106,6 +106,26 @@ def test_stats_end_to_end(tmp_path):
     assert "synthetic" in table2 and "asn stats --gt" in table2
     fig_a = list(csv.DictReader((out / "figure4a.csv").open()))
     assert int(fig_a[0]["instances"]) == 3 and int(fig_a[5]["instances"]) == 1
+    # the paper's numbers beside ours, labelled paper-reported
+    assert rows["car"]["paper_kins_count"] == "129164" and rows["car"]["paper_kins_ratio_percent"] == "67.76"
+    assert rows["car"]["ratio_percent"] == "25.00" and rows["person-sitting"]["paper_kins_count"] == "2250"
+    assert rows["total"]["paper_kins_count"] == "190626" and rows["people"]["paper_kins_ratio_percent"] == "14.43"
+    table1 = (out / "table1.md").read_text()
+    assert "| car | vehicle | 1 | 0 | 1 | 0.2500 | 0.5000 | 25.00 | 129164 | 67.76 |" in table1
+    assert "paper-reported on KINS (Qi et al., CVPR 2019, Table 1" in table1
+    table2_rows = list(csv.DictReader((out / "table2.csv").open()))
+    paper2 = {(r["split"], r["segments"]): r for r in table2_rows if r["source"].startswith("paper-reported")}
+    assert float(paper2["KINS", "amodal"]["convexity"]) == 0.830 and float(paper2["COCO-A", "inmodal"]["simplicity"]) == 0.658
+    assert len(paper2) == 6 and "Column pairing flagged" in table2
+    fig_c = list(csv.DictReader((out / "figure4c.csv").open()))
+    for column in ("clusters_fraction", "instances_fraction", "paper_kins_max_occlusion_order_fraction",
+                   "paper_kins_max_match_number_fraction"):
+        assert sum(float(r[column]) for r in fig_c) == pytest.approx(1.0), column  # fractions of each series
+    assert [r["paper_value"] for r in fig_c] == ["1", "2", "3", "4", "5", ">6"]
+    assert fig_c[0]["clusters_fraction"] == "1.0" and fig_c[0]["instances_fraction"] == "1.0"
+    assert fig_c[0]["paper_kins_max_occlusion_order"] == "63920"
+    assert list(fig_c[0])[-2:] == ["clusters_by_max_order", "instances_by_match_number"]  # DVC plots the last
+    assert summary["cluster_max_order_above_6_fraction"] == 0.0
 
 
 def test_stats_bad_input_exits_2_without_output(tmp_path, capsys):
@@ -120,3 +140,33 @@ def test_stats_bad_input_exits_2_without_output(tmp_path, capsys):
     assert not out.exists()
     assert main(["stats", "--gt", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_stats_table3_from_two_annotation_stages_and_a_bad_stage2_file(tmp_path, capsys):
+    """Annotator files in RAW/annotators (stage 1) and RAW/annotators/stage2: Table 3 in the paper's
+    layout; a stage-2 file that lacks an annotation exits 2 naming it, nothing written."""
+    gt, raw = _make_dataset(tmp_path)
+    source = json.loads((gt / "train_amodal.json").read_text())
+    (raw / "annotators" / "stage2").mkdir(parents=True)
+    for k, (dx1, dx2) in enumerate(((0, 0), (2, 1), (4, 3)), start=1):
+        for folder, dx in ((raw / "annotators", dx1), (raw / "annotators" / "stage2", dx2)):
+            data = json.loads(json.dumps(source))
+            for ann in data["annotations"]:
+                ann["segmentation"] = [[v + dx if i % 2 == 0 else v for i, v in enumerate(poly)]
+                                       for poly in ann["segmentation"]]
+            (folder / f"annotator_{k}.json").write_text(json.dumps(data))
+    out = tmp_path / "stats"
+    assert main(["stats", "--gt", str(gt), "--raw", str(raw), "--out", str(out), "--vis", "0", "--workers", "1"]) == 0
+    table3 = json.loads((out / "table3.json").read_text())
+    assert table3["layout"] == "two_stage" and len(table3["cross_stage"]["matrix"]) == 4
+    assert table3["cross_stage"]["rows"][-1] == "majority_vote, stage 2"
+    text = (out / "table3.md").read_text()
+    assert "## Paper (paper-reported on KINS" in text and "Our pattern (computed from the matrix above)" in text
+    bad = json.loads((raw / "annotators" / "stage2" / "annotator_2.json").read_text())
+    bad["annotations"] = bad["annotations"][1:]
+    (raw / "annotators" / "stage2" / "annotator_2.json").write_text(json.dumps(bad))
+    out2 = tmp_path / "stats2"
+    assert main(["stats", "--gt", str(gt), "--raw", str(raw), "--out", str(out2), "--vis", "0", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "annotator_2.json" in err and "stage2" in err and "annotation id 1" in err
+    assert not out2.exists()

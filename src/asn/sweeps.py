@@ -377,10 +377,6 @@ def evaluate_argv(plan_: Plan, job: Job, *, tracking: bool = True) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # the table
 # ----------------------------------------------------------------------------------------------
-_PAPER_FOOTER = ("Paper columns: paper-reported numbers on KINS (Qi et al., CVPR 2019, Table 4, R50-FPN); "
-                 "they are context, not a result of this run.")
-
-
 def _label(table: str) -> str:
     return re.sub(r"^table(\d+)$", r"Table \1", table)
 
@@ -393,28 +389,257 @@ def _stats_cell(stats: Optional[Mapping[str, Any]]) -> str:
     return f"{stats['mean']:.1f} ± {stats['variance']:.2f}"
 
 
-def build(sweep: Sweep, per_arm: Mapping[str, list[dict]]) -> dict[str, Any]:
-    """:func:`asn.eval.seeds.build_table` over arms, with the arm labels and the extra metrics.
+# ----------------------------------------------------------------------------------------------
+# the paper's row of an arm, by what the arm IS (variant + its resolved model knobs)
+# ----------------------------------------------------------------------------------------------
+# The full MLC of DESIGN.md section 5 (Table 7's "1111"): what the sweep table7 pins in its `set`.
+FULL_MLC: Mapping[str, Any] = {"mlc_variant": "paper", "mlc_extraction_fusion": "concat", "mlc_order_adjust": True,
+                               "mlc_extraction_convs": 2, "mlc_combination_convs": 3}
+# Table 7's four parts (asn.paper.TABLE7_PARTS, code digits 1-4) -> our knob of that part (None: none here)
+TABLE7_KNOBS: Mapping[str, Optional[str]] = {
+    "extraction fusion": "mlc_extraction_fusion", "extraction convs": "mlc_extraction_convs",
+    "combination fusion": None, "combination convs": "mlc_combination_convs"}
+PAPER_TABLES = ("table4", "table5", "table6", "table7")
 
-    ``per_arm``: ``{arm: [metrics.json of each seed, with "_seed"]}``. The paper's numbers are
-    shown for Table 4 only (transcribed in asn.eval.seeds); the ablation tables' paper columns
-    stay empty.
+
+def arm_model(arm: Arm, params: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The model an arm trains: params.yaml's ``model:`` (with the profile's ``model:`` keys) under
+    the arm's overrides (flow + sweep + arm ``set``), plus the variant's switches
+    (:data:`asn.model.VARIANTS`: occlusion, mlc, amodal_mask, ...) and ``variant``."""
+    from asn.config import apply_override
+    from asn.model import VARIANTS
+
+    if params is not None:
+        resolved = thaw(params)
+        for item in arm.overrides:
+            apply_override(resolved, item, SOURCE)
+    else:  # no params.yaml given: the arm's own model.* keys only
+        resolved = {"model": {}}
+        for item in arm.overrides:
+            key, raw = item.split("=", 1)
+            if key.strip().startswith("model."):
+                resolved["model"][key.strip()[len("model."):]] = yaml.safe_load(raw)
+    model = dict(resolved.get("model") or {})
+    profile = (resolved.get("profiles") or {}).get(resolved.get("profile")) or {}
+    model.update(profile.get("model") or {})
+    model.update(VARIANTS[arm.variant])
+    model["variant"] = arm.variant
+    return model
+
+
+def _values(row: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
+    values = dict(zip(metrics, row["values"]))
+    if "occlusion_accuracy" in values and values["occlusion_accuracy"] is not None:
+        from asn import paper
+
+        values["occlusion_accuracy"] = paper.occlusion_accuracy_percent(values["occlusion_accuracy"])
+    return values
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return abs(float(a) - float(b)) < 1e-9
+    return a == b
+
+
+def paper_rows(table: str) -> list[dict[str, Any]]:
+    """The paper's rows of ``table`` as ``{"key", "name", "values": {metric: value}}`` (AP in
+    percent, Table 6's occlusion accuracy converted to a percentage like our metrics.json)."""
+    from asn import paper
+
+    if table == "table4":
+        return [{"key": name, "name": name, "values": dict(zip(paper.AP_METRICS, values))}
+                for name, values in paper.TABLE4.items()]
+    if table == "table5":
+        return [{"key": row["model"], "name": row["model"], "values": _values(row, paper.AP_METRICS)}
+                for row in paper.TABLE5]
+    if table == "table6":
+        return [{"key": row["model"], "name": row["model"], "values": _values(row, paper.TABLE6_METRICS)}
+                for row in paper.TABLE6]
+    if table == "table7":
+        return [{"key": paper.table7_label(row), "name": paper.table7_label(row),
+                 "values": _values(row, paper.AP_METRICS)} for row in paper.TABLE7]
+    return []
+
+
+def paper_match(table: str, model: Mapping[str, Any]) -> tuple[Optional[str], str]:
+    """``(key of the paper row, note)`` for an arm whose resolved model is ``model``
+    (:func:`arm_model`), or ``(None, why there is none)``. Never by position: by the variant's
+    switches and knobs. Table 5: mask heads, OC, and MLC(a, b) = (model.mlc_box_level,
+    model.mlc_mask_level) as the paper's (a, b). Table 6: OC threshold (no OC: the paper's "MR").
+    Table 7: which MLC part differs from :data:`FULL_MLC`, as the paper's code + modification."""
+    from asn import paper
+
+    variant = model.get("variant")
+    if table == "table4":
+        name = paper.TABLE4_VARIANTS.get(variant)
+        return (name, "") if name else (None, f"`{variant}` is not a row of the paper's Table 4")
+    if table not in PAPER_TABLES:
+        return None, ""
+    if model.get("panet") or model.get("invisible_mask"):
+        return None, f"`{variant}` (PANet / ORCNN) is not in the paper's {_label(table)}"
+    occlusion, mlc = bool(model.get("occlusion")), bool(model.get("mlc"))
+    amodal, inmodal = bool(model.get("amodal_mask")), bool(model.get("inmodal_mask"))
+    parts = {key: model.get(key) for key in FULL_MLC}
+    changed = sorted(key for key in FULL_MLC if not _same(parts[key], FULL_MLC[key]))
+    levels = (model.get("mlc_box_level"), model.get("mlc_mask_level"))
+    if table == "table5":
+        if mlc and not occlusion:
+            return None, "MLC without OC is not in the paper's Table 5"
+        if not occlusion:
+            heads = {(False, True): "Mask R-CNN, inmodal mask only", (True, False): "Mask R-CNN, amodal mask only",
+                     (True, True): "Mask R-CNN, amodal + inmodal"}
+            name = heads.get((amodal, inmodal))
+            return (name, "") if name else (None, "no mask head")
+        if not mlc:
+            return "Mask R-CNN + OC", ""
+        if changed:
+            return None, "MLC parts differ from the full MLC (" + ", ".join(f"{k}={parts[k]}" for k in changed) + ")"
+        for row in paper.TABLE5:
+            if row["mlc"] is not None and tuple(row["mlc"]) == tuple(levels):
+                return row["model"], ""
+        return None, f"MLC({levels[0]}, {levels[1]}) is not in the paper's Table 5"
+    if table == "table6":
+        if not (amodal and inmodal):
+            return None, "the paper's Table 6 has amodal + inmodal heads"
+        if not occlusion:
+            return ("MR", "") if not mlc else (None, "MLC without OC is not in the paper's Table 6")
+        threshold = model.get("occlusion_threshold")
+        for row in paper.TABLE6:
+            if row["threshold"] is not None and _same(row["threshold"], threshold):
+                note = "the paper's row is MR + OC without MLC; this arm adds MLC" if mlc else ""
+                return row["model"], note
+        return None, f"occlusion threshold {threshold} is not in the paper's Table 6"
+    # table7
+    if not (mlc and occlusion):
+        return None, "Table 7 varies the parts of MLC; this arm has no MLC"
+    if tuple(levels) != (1, 1):
+        return None, f"MLC({levels[0]}, {levels[1]}); the paper's Table 7 modifies the default MLC(1, 1)"
+    if parts["mlc_variant"] != FULL_MLC["mlc_variant"]:
+        return None, f"mlc_variant {parts['mlc_variant']!r} (not the paper's MLC)"
+    digits, modifications = ["1"] * 4, []
+    if not _same(parts["mlc_extraction_fusion"], FULL_MLC["mlc_extraction_fusion"]):
+        digits[0] = "0"
+        modifications.append(str(parts["mlc_extraction_fusion"]).upper())
+    if not _same(parts["mlc_order_adjust"], FULL_MLC["mlc_order_adjust"]):
+        digits[1] = "0"
+        modifications.append("Order Adjustment")
+    if not _same(parts["mlc_extraction_convs"], FULL_MLC["mlc_extraction_convs"]):
+        digits[1] = "0"
+        modifications.append(f"{parts['mlc_extraction_convs']} CONV")
+    if not _same(parts["mlc_combination_convs"], FULL_MLC["mlc_combination_convs"]):
+        digits[3] = "0"
+        modifications.append(f"{parts['mlc_combination_convs']} CONV")
+    code = "".join(digits)
+    if len(modifications) > 1:
+        return None, (f"{code}: {' + '.join(modifications)} (two modifications at once; each paper row changes "
+                      "one part one way)")
+    modification = modifications[0] if modifications else None
+    for row in paper.TABLE7:
+        if row["code"] == code and row["modification"] == modification:
+            return paper.table7_label(row), ""
+    return None, f"{code} {modification}: the paper has no such row"
+
+
+def _paper_only_note(table: str, key: str) -> str:
+    """Why a paper row has no arm here (Table 7: the part it changes has no knob, or the paper's
+    modification is our full MLC already)."""
+    from asn import paper
+
+    if table == "table4":
+        return "not implemented here"
+    if table == "table7":
+        row = next(r for r in paper.TABLE7 if paper.table7_label(r) == key)
+        part = paper.TABLE7_PARTS[row["code"].index("0")] if "0" in row["code"] else None
+        knob = TABLE7_KNOBS.get(part) if part else None
+        if part and knob is None:
+            return f"no arm: this project has no knob for the {part}"
+        if part == "extraction convs" and row["modification"] == "Order Adjustment":
+            return "no arm in this sweep"
+        if part and row["modification"] == "Order Adjustment":
+            return f"no arm: this project has no order adjustment of the {part}"
+        if knob and row["modification"].endswith(" CONV"):
+            n = int(row["modification"].split()[0])
+            if _same(FULL_MLC[knob], n):
+                return (f"no arm: our full MLC already uses {n} {part}, so '{row['modification']}' is no "
+                        "change here (the paper does not print its default number)")
+    return "no arm in this sweep"
+
+
+TABLE_PAPER_NOTES: Mapping[str, tuple[str, ...]] = {
+    "table5": ("Arms are matched to the paper's rows by their variant (mask heads, OC, MLC) and their resolved "
+               "model.mlc_box_level / model.mlc_mask_level as the paper's MLC(a, b): a = after the a-th box / "
+               "occlusion conv, b = after the b-th mask conv, 0 = the RoI feature; the paper's default is "
+               "MLC(1, 1).", "– in a paper cell: the paper prints none (that model has no such mask head)."),
+    "table6": ("Arms are matched by model.occlusion_threshold (no OC branch: the paper's 'MR' row). The paper's "
+               "rows are MR + OC, without MLC.",
+               "Occlusion accuracy: the paper prints a fraction (e.g. 0.872); it is shown here as a percentage "
+               "(87.2), the unit of our metrics.json."),
+    "table7": ("Paper codes: four digits for MLC's parts in the paper's order (1 extraction fusion, 2 extraction "
+               "convs, 3 combination fusion, 4 combination convs); 0 marks the one part changed from the default "
+               "MLC, the modification says how; 1111 = the default. Arms are matched by which of "
+               "model.mlc_extraction_fusion, mlc_order_adjust, mlc_extraction_convs, mlc_combination_convs "
+               "differs from the full MLC (concat, deconv first, 2 extraction and 3 combination convs); the order "
+               "adjustment belongs to the extraction part (digit 2).",),
+}
+
+
+def paper_columns(sweep: Sweep, params: Optional[Mapping[str, Any]] = None):
+    """``({arm: (paper row name, values, note)}, [(paper-only name, values, note)], source, notes)``
+    for :func:`asn.eval.seeds.build_table`, matched by :func:`paper_match`."""
+    from asn import paper
+
+    rows = {row["key"]: row for row in paper_rows(sweep.table)}
+    if not rows:
+        return {}, [], None, []
+    matched: dict[str, tuple] = {}
+    used = set()
+    for arm in sweep.arms:
+        key, note = paper_match(sweep.table, arm_model(arm, params))
+        if key is not None and key in rows:
+            matched[arm.name] = (rows[key]["name"], rows[key]["values"], note)
+            used.add(key)
+        else:
+            matched[arm.name] = (None, None, note)
+    only = [(row["name"], row["values"], _paper_only_note(sweep.table, key))
+            for key, row in rows.items() if key not in used]
+    source = paper.cite(_label(sweep.table)) + (", R50-FPN" if sweep.table == "table4" else "")
+    return matched, only, source, list(TABLE_PAPER_NOTES.get(sweep.table, ()))
+
+
+def build(sweep: Sweep, per_arm: Mapping[str, list[dict]], params: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """:func:`asn.eval.seeds.build_table` over arms, with the arm labels, the extra metrics and the
+    paper's numbers of each arm's row (Tables 4-7, :func:`paper_columns`; ``params``: the loaded
+    params.yaml the arms' overrides resolve against).
+
+    ``per_arm``: ``{arm: [metrics.json of each seed, with "_seed"]}``.
     """
-    from asn.eval.seeds import COMPARISONS, PAPER_TABLE4, build_table, seed_stats
+    from asn.eval.seeds import COMPARISONS, build_table, seed_stats
 
-    paper = PAPER_TABLE4 if sweep.table == "table4" else {}
+    matched, only, source, notes = paper_columns(sweep, params)
+    paper = {name: entry for name, entry in matched.items() if entry[0] is not None}
     comparisons = sweep.comparisons or (COMPARISONS if sweep.table == "table4" else ())
-    table = build_table(per_arm, paper=paper, comparisons=comparisons)
+    table = build_table(per_arm, paper=paper, comparisons=comparisons, paper_only=only,
+                        paper_source=source or "")
+    table["paper_notes"] = notes
     arms = {arm.name: arm for arm in sweep.arms}
     for row in table["rows"]:
         arm = arms.get(row["variant"])
-        if arm is not None and row["variant"] not in paper:
-            row["name"] = arm.label or arm.name
+        if arm is not None:
+            row["name"] = arm.label or (row.get("paper_name") if sweep.table == "table4" else None) or arm.name
+        entry = matched.get(row["variant"])
+        if entry is not None and entry[0] is None and entry[2]:
+            row["paper_note"] = entry[2]
+        if "paper" in row:  # the extra metrics the paper prints (Table 6's occlusion accuracy)
+            full = paper[row["variant"]][1]
+            row["paper"].update({m: full[m] for m in sweep.extra_metrics if m in full})
         for metric in sweep.extra_metrics:
             values = [r.get(metric) for r in per_arm[row["variant"]]]
             numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
             row[metric] = seed_stats(numbers) if numbers else None
             row[metric + "_per_seed"] = values
+    for item, (_, values, _) in zip(table["paper_only"], only):
+        item["paper"].update({m: values[m] for m in sweep.extra_metrics if m in values})
     table["arms"] = [{"name": a.name, "variant": a.variant, "label": a.label, "overrides": list(a.overrides)}
                      for a in sweep.arms]
     table["extra_metrics"] = list(sweep.extra_metrics)
@@ -427,19 +652,29 @@ def render_markdown(sweep: Sweep, table: Mapping[str, Any], *, header: Mapping[s
 
     title = f"{sweep.title}" + (" — synthetic world, not KINS" if source == "synthetic" else " — KINS")
     text = seeds.render_markdown(table, title=title, header=header, command=command)
-    if sweep.table != "table4":
-        # seeds.render_markdown is written for Table 4; here the paper columns are empty
-        text = text.replace(_PAPER_FOOTER, f"Paper columns: empty — the paper's {_label(sweep.table)} numbers "
-                                           "are not transcribed in this project.")
     lines = [text.rstrip("\n"), ""]
+    label = table.get("paper_label", "paper-reported on KINS")
     for metric in sweep.extra_metrics:
+        with_paper = any(metric in (r.get("paper") or {}) for r in [*table["rows"], *table.get("paper_only", [])])
         lines += [f"## {metric} (mean ± sample variance over seeds)", "",
-                  f"| Arm | Seeds with a value | {metric} | Per seed |", "|---|---|---|---|"]
+                  f"| Arm | Seeds with a value | {metric} | Per seed |" + (f" Paper row | {metric} ({label}) |"
+                                                                            if with_paper else ""),
+                  "|---|---|---|---|" + ("---|---|" if with_paper else "")]
         for row in table["rows"]:
             stats = row.get(metric)
             per_seed = ", ".join("n/a" if not isinstance(v, (int, float)) else f"{v:.2f}"
                                  for v in row.get(metric + "_per_seed", []))
-            lines.append(f"| `{row['variant']}` | {stats['n'] if stats else 0} | {_stats_cell(stats)} | {per_seed} |")
+            line = f"| `{row['variant']}` | {stats['n'] if stats else 0} | {_stats_cell(stats)} | {per_seed} |"
+            if with_paper:
+                value = (row.get("paper") or {}).get(metric)
+                line += (f" {row.get('paper_name', '')} | {'–' if value is None else f'{value:.1f}'} |"
+                         if "paper" in row else " no paper row | – |")
+            lines.append(line)
+        if with_paper:
+            for item in table.get("paper_only", []):
+                value = item["paper"].get(metric)
+                lines.append(f"| paper only: {item['name']} | – | – | – | {item['name']} | "
+                             f"{'–' if value is None else f'{value:.1f}'} |")
         lines.append("")
     lines += ["## Arms", "", "| Arm | Variant | Overrides (on top of params.yaml and the flow's) | Description |",
               "|---|---|---|---|"]
@@ -450,19 +685,26 @@ def render_markdown(sweep: Sweep, table: Mapping[str, Any], *, header: Mapping[s
 
 
 def render_csv(sweep: Sweep, table: Mapping[str, Any]) -> str:
-    """:func:`asn.eval.seeds.render_csv` plus mean / variance / n columns of the extra metrics."""
+    """:func:`asn.eval.seeds.render_csv` plus mean / variance / n columns of the extra metrics (and
+    the paper's value where it prints one)."""
     import csv
     import io
 
     from asn.eval import seeds
 
     rows = list(csv.reader(io.StringIO(seeds.render_csv(table))))
+    n_ours = len(table["rows"])
     for metric in sweep.extra_metrics:
-        rows[0] += [f"{metric}_mean", f"{metric}_variance", f"{metric}_n"]
-        for line, row in zip(rows[1:], table["rows"]):
+        rows[0] += [f"{metric}_mean", f"{metric}_variance", f"{metric}_n", f"{metric}_paper_kins"]
+        for line, row in zip(rows[1:1 + n_ours], table["rows"]):
             stats = row.get(metric)
-            line += ["", "", "0"] if not stats else [
-                f"{stats['mean']:.4f}", "" if stats["variance"] is None else f"{stats['variance']:.4f}", str(stats["n"])]
+            value = (row.get("paper") or {}).get(metric)
+            line += (["", "", "0"] if not stats else [
+                f"{stats['mean']:.4f}", "" if stats["variance"] is None else f"{stats['variance']:.4f}",
+                str(stats["n"])]) + ["" if value is None else f"{value:.1f}"]
+        for line, item in zip(rows[1 + n_ours:], table.get("paper_only", [])):
+            value = item["paper"].get(metric)
+            line += ["", "", "0", "" if value is None else f"{value:.1f}"]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
@@ -502,7 +744,7 @@ def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: 
         raise InputError(plan_.out_dir, f"the metrics mix profiles {profiles}")
     params = thaw(load_params(plan_.params_path, plan_.flow_overrides))
     source = str(params.get("data", {}).get("source", "synthetic"))
-    table = build(sweep, per_arm)
+    table = build(sweep, per_arm, params)
     from asn.commands.aggregate import DATA_SOURCES
 
     commit = git_commit(paths=["src", "pipelines", "params.yaml", "pyproject.toml"])

@@ -12,8 +12,9 @@ HELP = (
     "annotations share ids (one per annotator), compute the mean mask IoU for every pair of files "
     "and against the majority-vote set (pixels marked by more than half of the files). Writes "
     "table3.md, table3.csv, table3.json and majority_vote.json under --out. With --stage2 (the same "
-    "annotators' files after review) the table has the paper's two-stage layout; with --reference "
-    "(the released annotation) each stage is scored against it."
+    "annotators' files of the second annotation stage) the table has the paper's layout: a stage-2 x "
+    "stage-1 matrix of the annotators and their majority votes; with --reference (the released "
+    "annotation) an extra table scores each stage against it."
 )
 
 

@@ -2,9 +2,9 @@
 
 Each entry names the file, its data source, profile, seeds, git commit, the MLflow experiment to
 browse and the command that regenerates it, read from the files the stages and sweeps wrote
-(nothing is recomputed here). Tables 1-3 get the paper's values beside ours where they are
-transcribed in :mod:`asn.paper`; a table that has not been generated yet is listed with the
-command that makes it, never left out.
+(nothing is recomputed here). Tables 1-3, section 3.2's statistics and Figure 4(c) get the
+paper's values (:mod:`asn.paper`, labelled paper-reported on KINS) beside ours; a table that has
+not been generated yet is listed with the command that makes it, never left out.
 
 Tables 5-7 come from Prefect sweeps, which DVC does not track: the DVC stage `report` reads them
 when they exist at the time it runs; after a sweep, `asn report` refreshes the index.
@@ -23,8 +23,9 @@ from asn.errors import InputError
 
 HELP = """Write reports/README.md: an index of Tables 1-8 and the figures, each with its data
 source, profile, seeds, git commit, the command that regenerates it and the MLflow experiment
-to browse; the statistics tables (1-3) with the paper's values beside ours. Reads what the
-stats / aggregate stages and the asn-ablation sweeps wrote; recomputes nothing."""
+to browse; the statistics tables (1-3), section 3.2's statistics and Figure 4(c) with the
+paper's values beside ours. Reads what the stats / aggregate stages and the asn-ablation
+sweeps wrote; recomputes nothing."""
 
 STATS_COMMAND = "dvc repro stats"
 SWEEP_TABLES = ("table5", "table6", "table7", "inference_order")
@@ -134,9 +135,10 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
     for label, name in (("Table 1: instances per category", "table1.md"),
                         ("Table 2: convexity and simplicity", "table2.md"),
                         ("Table 3: annotation consistency", "table3.md"),
-                        ("Figure 4(a): occlusion ratio of instances", "figure4a.png"),
-                        ("Figure 4(b): instances per image", "figure4b.png"),
-                        ("Figure 4(c): max occlusion order per cluster", "figure4c.png")):
+                        ("Figure 4(a): occlusion ratio of instances (the paper prints no numbers)", "figure4a.png"),
+                        ("Figure 4(b): mean box IoU per image (the paper prints no numbers)", "figure4b.png"),
+                        ("Figure 4(c): max occlusion order and match number, beside the paper's bars",
+                         "figure4c.png")):
         path = stats_dir / name
         link = f"[{name}]({_rel(path, base)})" if path.is_file() else "not generated yet"
         lines.append(_provenance_row(label, link, stats_label, "n/a (statistics)", "n/a", _short(commit),
@@ -164,27 +166,40 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
     ]
     lines += _table1_section(stats_dir, paper)
     lines += _table2_section(stats_dir, paper)
+    lines += _summary_section(summary, paper)
     lines += _table3_section(stats_dir, paper)
+    lines += _figure4c_section(summary, paper)
     lines += _model_summary(table4, sweeps, base, tables_dir)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _paper_note(source: Optional[str]) -> str:
-    return (f"Paper columns: paper-reported on KINS ({source}); context, not a result of this project."
-            if source else "Paper columns: not transcribed in this project (`asn.paper`); nothing is guessed.")
+def _paper_note(item: Optional[str], label: Optional[str] = None) -> str:
+    from asn import paper
+
+    if not item:
+        return "Paper columns: none — no counterpart in the paper."
+    return f"Paper columns: {label or paper.LABEL_KINS} ({paper.cite(item)}); context, not a result of this project."
 
 
 def _table1_section(stats_dir: Path, paper) -> list[str]:
+    from asn.stats.tables import paper_table1_entry
+
     rows = _read_csv(stats_dir / "table1.csv")
-    known = paper.TABLE1 or {}
     lines = ["## Table 1: instances per category, ours beside the paper's", "",
-             "| Category | Ours: total | Ours: ratio | Paper: total | Paper: ratio |", "|---|---|---|---|---|"]
+             f"| Category | Ours: total | Ours: ratio (%) | Paper ({paper.LABEL_KINS}): count | Paper: ratio (%) |",
+             "|---|---|---|---|---|"]
     for row in rows:
         name = row.get("category", "")
-        ref = known.get(name, {})
-        lines.append(f"| {name} | {row.get('total', 'n/a')} | {_fmt(row.get('ratio'))} | "
-                     f"{_fmt(ref.get('total'))} | {_fmt(ref.get('ratio'))} |")
-    return lines + ["", _paper_note(paper.TABLE1_SOURCE if known else None), ""]
+        ref = paper_table1_entry(name)
+        try:
+            ours = f"{100.0 * float(row.get('ratio')):.2f}"
+        except (TypeError, ValueError):
+            ours = "n/a"
+        lines.append(f"| {name} | {row.get('total', 'n/a')} | {ours} | "
+                     + (f"{ref['count']} | {ref['ratio_percent']:.2f} |" if ref else "n/a | n/a |"))
+    return lines + ["", _paper_note("Table 1"),
+                    "person-sitting: a paper row (2,250 instances); the public KINS files hold none, and it is "
+                    "excluded from the experiments, as in the paper.", ""]
 
 
 def _table2_section(stats_dir: Path, paper) -> list[str]:
@@ -192,50 +207,99 @@ def _table2_section(stats_dir: Path, paper) -> list[str]:
     lines = ["## Table 2: shape convexity and simplicity, ours beside the paper's", "",
              "| Dataset | Segments | Convexity | Simplicity |", "|---|---|---|---|"]
     for row in rows:
-        if row.get("split") == "all":
+        if row.get("split") == "all" and row.get("source", "ours") == "ours":
             lines.append(f"| ours (all splits) | {row.get('segments')} | {_fmt(row.get('convexity'))} | "
                          f"{_fmt(row.get('simplicity'))} |")
-    for (dataset, segments), values in (paper.TABLE2 or {}).items():
-        lines.append(f"| {dataset} (paper) | {segments} | {_fmt(values.get('convexity'))} | "
-                     f"{_fmt(values.get('simplicity'))} |")
-    return lines + ["", _paper_note(paper.TABLE2_SOURCE if paper.TABLE2 else None), ""]
+    for dataset, values in paper.TABLE2.items():
+        for kind in ("amodal", "inmodal"):
+            lines.append(f"| {dataset} (paper-reported) | {kind} | {values['convexity'][kind]:.3f} | "
+                         f"{values['simplicity'][kind]:.3f} |")
+    return lines + ["", f"Paper rows: the paper's numbers ({paper.cite('Table 2')}; BSDS-A and COCO-A as the paper "
+                    "reports them, KINS on the real data); context, not a result of this project. "
+                    + paper.TABLE2_PAIRING_FLAG, ""]
+
+
+def _summary_section(summary: Mapping[str, Any], paper) -> list[str]:
+    """Section 3.2's dataset statistics beside summary.json's."""
+    from asn.stats.tables import summary_comparison
+
+    lines = ["## Section 3.2: dataset statistics, ours beside the paper's", "",
+             f"| Statistic | Ours | Paper ({paper.LABEL_KINS}) | Note |", "|---|---|---|---|"]
+    for name, ours, ref, note in summary_comparison(dict(summary)):
+        cell = "n/a" if ours is None else (str(ours) if isinstance(ours, int) else f"{float(ours):.2f}")
+        lines.append(f"| {name} | {cell} | {ref} | {note or '–'} |")
+    return lines + ["", _paper_note("section 3"), ""]
+
+
+def _figure4c_section(summary: Mapping[str, Any], paper) -> list[str]:
+    from asn.stats.clusters import BUCKET_LABELS
+    from asn.stats.tables import FIGURE4C_CAVEAT, figure4c_rows
+
+    order, match = summary.get("cluster_max_order_counts"), summary.get("match_number_counts")
+    lines = ["## Figure 4(c): fractions of each series, ours beside the paper's", ""]
+    if not isinstance(order, Mapping) or not isinstance(match, Mapping):
+        return lines + ["Not available: summary.json has no cluster counts (`dvc repro stats`).", ""]
+    rows = figure4c_rows([order.get(b, 0) for b in BUCKET_LABELS], [match.get(b, 0) for b in BUCKET_LABELS])
+    lines += ["| Value (ours / paper) | Max occlusion order: ours | paper | Max match number: ours | paper |",
+              "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row[0]} / {row[1]} | {_fmt(row[2])} | {_fmt(row[3])} | {_fmt(row[4])} | {_fmt(row[5])} |")
+    return lines + ["", "Fractions of each series' total (the counts differ in scale by orders of magnitude). "
+                    + FIGURE4C_CAVEAT, "Figure 4(a) and 4(b): the paper prints no numbers for them (section 3.2's "
+                    "text gives the mean occlusion ratio and the share of images with mean box IoU above 0.65, in "
+                    "the table above).", ""]
 
 
 def _table3_section(stats_dir: Path, paper) -> list[str]:
-    """Table 3 in the paper's two-stage layout (each annotator and the majority vote, stage 1 and
-    stage 2) when the statistics stage had both stages, else the one-stage IoU matrix; the
-    paper's values beside ours where transcribed."""
+    """Table 3 in the paper's layout (stage-2 x stage-1 matrix of the annotators and their
+    majority votes, ours and the paper's, with the computed pattern), then the extra table of
+    each stage against the released annotation; the one-stage matrix when only one stage exists."""
+    from asn.stats.consistency import describe_pattern, diagonal_pattern
+
     data = _read_json(stats_dir / "table3.json")
     lines = ["## Table 3: annotation consistency (mean mask IoU), ours beside the paper's", ""]
     if not data or not data.get("names"):
         return lines + ["Not available: the statistics stage found no annotator files "
                         "(`synth.annotators` > 0, or KINS annotator files).", ""]
     names = list(data["names"])
+    cross = data.get("cross_stage")
+    if data.get("layout") == "two_stage" and isinstance(cross, Mapping):
+        lines += ["Rows: stage-2 annotations of each annotator and their majority vote; columns: the same in "
+                  "stage 1; entry: mean mask IoU (the paper's layout).", "",
+                  "| Stage 2 (rows) / stage 1 (columns) | " + " | ".join(cross["columns"]) + " |",
+                  "|---" * (len(cross["columns"]) + 1) + "|"]
+        for row, values in zip(cross["rows"], cross["matrix"]):
+            lines.append(f"| {row} (ours) | " + " | ".join(_fmt(float(v)) for v in values) + " |")
+        lines += ["", f"| Stage 2 / stage 1 ({paper.LABEL_KINS}) | " + " | ".join(paper.TABLE3["columns_stage1"])
+                  + " |", "|---" * (len(paper.TABLE3["columns_stage1"]) + 1) + "|"]
+        for row, values in zip(paper.TABLE3["rows_stage2"], paper.TABLE3["matrix"]):
+            lines.append(f"| {row} (paper) | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+        pattern = cross.get("pattern")
+        lines += ["", "- Ours: " + (describe_pattern(pattern) if pattern else "n/a") + ".",
+                  "- Paper: " + describe_pattern(diagonal_pattern(paper.TABLE3["matrix"])) + "."]
     if data.get("layout") == "two_stage" and data.get("stages"):
         from asn.stats.consistency import two_stage_table
 
+        if not isinstance(cross, Mapping):
+            lines += ["The stage-2 x stage-1 matrix is missing from this table3.json: `dvc repro stats`.", ""]
         columns, rows = two_stage_table(data)
-        lines += ["| Annotation | " + " | ".join(columns[1:]) + " |", "|---" * len(columns) + "|"]
+        reference = data["stages"][0].get("reference")
+        lines += ["", "Extra (no paper counterpart): each stage against "
+                  + (f"the released annotation `{reference}`" if reference else "its own majority vote") + ".", "",
+                  "| Annotation | " + " | ".join(columns[1:]) + " |", "|---" * len(columns) + "|"]
         for row in rows:
             lines.append(f"| {row[0]} (ours) | " + " | ".join(_fmt(v) for v in row[1:]) + " |")
-        for name, values in (paper.TABLE3 or {}).items():
-            lines.append(f"| {name} (paper) | " + " | ".join(_fmt(values.get(c)) for c in columns[1:]) + " |")
-        reference = data["stages"][0].get("reference")
         against = (f"IoU with the released annotation `{reference}`" if reference
                    else "IoU with the same stage's majority vote")
-        lines += ["", f"- Stage 1: the annotators' own masks; stage 2: after review. Annotator and "
-                  f"majority rows: {against}; mean pairwise: between two annotators of a stage."]
+        lines += ["", f"- Annotator and majority rows: {against}; mean pairwise: between two annotators of a stage."]
     else:
         lines += ["| Annotator | " + " | ".join(names) + " | majority_vote |", "|---" * (len(names) + 2) + "|"]
         for name, row, vote in zip(names, data.get("matrix", []), data.get("vs_majority", [])):
             lines.append(f"| {name} (ours) | " + " | ".join(_fmt(v) for v in row) + f" | {_fmt(vote)} |")
-        for name, values in (paper.TABLE3 or {}).items():
-            lines.append(f"| {name} (paper) | " + " | ".join(_fmt(values.get(n)) for n in names)
-                         + f" | {_fmt(values.get('majority_vote'))} |")
-        lines.append("")
+        lines += ["", "- One annotation stage only: the paper's Table 3 compares two stages, so no paper column here."]
     lines += [f"- {data.get('n_images', '?')} images, {data.get('n_instances', '?')} instances per set; "
               f"source: {data.get('source', '?')}."]
-    return lines + ["", _paper_note(paper.TABLE3_SOURCE if paper.TABLE3 else None), ""]
+    return lines + ["", _paper_note("Table 3") if isinstance(cross, Mapping) else _paper_note(None), ""]
 
 
 def _model_summary(table4, sweeps, base: Path, tables_dir: Path) -> list[str]:

@@ -191,20 +191,14 @@ def run(args: argparse.Namespace) -> int:
               "Git commit": commit}
     command = "dvc repro sceneflow"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "table8.md", table8.render_markdown(rows, header=header, command=command))
-    csv_lines = ["arm,seeds,metric,region,rate,low,high,outliers,pixels"]
-    for row in rows:
-        for m in ("D1", "D2", "Fl", "SF"):
-            for r in ("bg", "fg", "all"):
-                cell = row["rates"][m][r]
-                low, high = row["interval"][m][r]
-                csv_lines.append(",".join(str(x) for x in (
-                    row["arm"], row["seeds"], m, r, "" if cell["rate"] is None else f"{cell['rate']:.4f}",
-                    "" if low is None else f"{low:.4f}", "" if high is None else f"{high:.4f}",
-                    cell["outliers"], cell["pixels"])))
-    write_text_atomic(args.out / "table8.csv", "\n".join(csv_lines) + "\n")
+    write_text_atomic(args.out / "table8.md", table8.render_markdown(rows, header=header, command=command,
+                                                                     source=source))
+    write_text_atomic(args.out / "table8.csv", table8.render_csv(rows))
     write_json_atomic(args.out / "table8.json", {"table": "table8", "data_source": source, "profile": "n/a",
-                                                 "git_commit": commit, "scenes": names, "rows": rows}, indent=True)
+                                                 "git_commit": commit, "scenes": names, "rows": rows,
+                                                 "paper_roles": {arm: {"paper_row": name, "role": why} for arm, (name, why)
+                                                                 in table8.ARM_PAPER_ROLES.items()},
+                                                 "paper": table8.paper_rows()}, indent=True)
     if example is not None:
         table8.plot_error_maps(example[0], example[1], args.out / "table8.png",
                                title=f"Fl outliers, scene {example[0]['name']} ({source})")

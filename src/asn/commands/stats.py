@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotators", type=Path, nargs="*", default=None,
                         help="annotator COCO files for Table 3 (default: RAW/annotators/annotator_*.json; give none to skip)")
     parser.add_argument("--annotators-stage2", type=Path, nargs="*", default=None,
-                        help="the same annotators after review, Table 3's second stage (default: "
+                        help="the same annotators' second annotation stage, Table 3's stage 2 (default: "
                              "RAW/annotators/stage2/annotator_*.json; give none for a one-stage table). "
                              "Both stages are scored against GT/train_amodal.json (the released annotation; it must hold "
                              "their annotation ids) when that file exists")

@@ -17,7 +17,7 @@ Output (:func:`synthesize`) is the KINS 2020 release layout::
     training/image_2/NNNNNN.png   training/label_2/NNNNNN.txt   update_train_2020.json
     testing/image_2/NNNNNN.png                                  update_test_2020.json
     annotators/annotator_K.json         (optional, perturbed copies for the consistency table:
-    annotators/stage2/annotator_K.json   stage 1, and stage 2 = the same annotators after review)
+    annotators/stage2/annotator_K.json   stage 1, and stage 2 = the same annotators' second pass)
 
 Every image is generated from a seed derived from (seed, split, index), so the bytes do not
 depend on the number of worker processes.
@@ -638,36 +638,80 @@ def _kitti_label(records: list[dict], label_seed: int, width: int, height: int) 
     return "".join(line + "\n" for line in lines)
 
 
-# Stage 2 of the annotation (KINS: a review that corrects the first masks): each annotator keeps
-# this fraction of their own stage-1 vertex error (the same draws, shrunk), so a reviewed mask is
-# closer to the truth and to the other annotators' without becoming exact.
+# The synthetic annotators of Table 3. Each annotator k draws the same outlines twice (stage 1
+# and stage 2, like KINS's two annotation stages 4 months apart). A vertex's error is
+#   persistent (the annotator's habit, the same in both stages):
+#     - a systematic offset of the whole outline along its outward normal, d_k px, drawn once per
+#       annotator from U(-ANNOTATOR_OFFSET_PX, +ANNOTATOR_OFFSET_PX) (some draw just outside the
+#       edge, some just inside);
+#     - a per-(annotator, instance) vertex error, N(0, ANNOTATOR_HABIT_SHARE * sigma) per
+#       coordinate, drawn from a generator keyed by (seed, annotator, annotation id) only, so both
+#       stages get the same draw (where this annotator tends to put this object's corners);
+#   fresh (drawn independently per stage): N(0, ANNOTATOR_FRESH_SHARE * sigma) per coordinate in
+#     stage 1, times ANNOTATOR_REVIEW_KEEP in stage 2 (reviewed, more careful).
+# sigma = care_k * (0.25 + 0.03 * sqrt(amodal area)) px with care_k ~ U(0.5, 1.6) per annotator:
+# for a typical 20 px object at 640x192, sigma = 0.85 care_k px, i.e. a persistent vertex error
+# of about 0.5 px, a fresh one of about 0.7 px (stage 1) / 0.24 px (stage 2), and an outline
+# offset of up to 0.6 px. These are plausible click errors, not tuned to any Table 3 outcome.
+ANNOTATOR_OFFSET_PX = 0.6
+ANNOTATOR_HABIT_SHARE = 0.6
+ANNOTATOR_FRESH_SHARE = 0.8
 ANNOTATOR_REVIEW_KEEP = 0.35
+
+
+def _annotator_habits(seed: int, k: int) -> tuple[float, float]:
+    """``(care, outline offset in px)`` of annotator ``k``: the same in both stages."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7, k]))
+    care = float(rng.uniform(0.5, 1.6))
+    offset = float(rng.uniform(-ANNOTATOR_OFFSET_PX, ANNOTATOR_OFFSET_PX))
+    return care, offset
+
+
+def _outward_normals(pts: np.ndarray) -> np.ndarray:
+    """Unit outward normal at each vertex of a closed polygon (the mean of its two edges'
+    normals); zeros for a degenerate polygon (fewer than 3 vertices or no area)."""
+    n = len(pts)
+    if n < 3:
+        return np.zeros_like(pts)
+    nxt = np.roll(pts, -1, axis=0)
+    signed_area = 0.5 * float(np.sum(pts[:, 0] * nxt[:, 1] - nxt[:, 0] * pts[:, 1]))
+    if abs(signed_area) < 1e-9:
+        return np.zeros_like(pts)
+    edges = nxt - pts
+    lengths = np.linalg.norm(edges, axis=1, keepdims=True)
+    edge_normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.where(lengths > 0, lengths, 1.0)
+    edge_normals *= 1.0 if signed_area > 0 else -1.0
+    normals = edge_normals + np.roll(edge_normals, 1, axis=0)  # edge i-1 and edge i meet at vertex i
+    norms = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.where(norms > 0, norms, 1.0)
 
 
 def _annotator_copy(
     k: int, seed: int, images: list[dict], annotations: list[dict], width_of: dict, height_of: dict,
     stage: int = 1,
 ) -> dict:
-    """Annotator ``k``'s plain COCO file: amodal polygons with vertex jitter scaled by object size.
-
-    Each annotator has their own care level (jitter scale); the same annotation ids as the source.
-    ``stage`` 2 is the same annotator after review: the stage-1 jitter times
-    :data:`ANNOTATOR_REVIEW_KEEP`.
+    """Annotator ``k``'s plain COCO file of annotation ``stage`` (1 or 2): the source's amodal
+    polygons with the annotator's persistent error (outline offset + per-instance habit, the same
+    in both stages) and a fresh per-stage error (see the comment above); the same annotation ids
+    as the source.
     """
     if stage not in (1, 2):
         raise ValueError(f"annotation stage must be 1 or 2, got {stage}")
-    keep = 1.0 if stage == 1 else ANNOTATOR_REVIEW_KEEP
-    care = float(np.random.default_rng(np.random.SeedSequence([int(seed), 7, k])).uniform(0.5, 1.6))
+    fresh_scale = ANNOTATOR_FRESH_SHARE * (1.0 if stage == 1 else ANNOTATOR_REVIEW_KEEP)
+    care, offset = _annotator_habits(seed, k)
     out = []
     for ann in annotations:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7, k, int(ann["id"])]))
+        habit_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7, k, int(ann["id"])]))
+        fresh_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7, k, int(ann["id"]), stage]))
         w_img, h_img = width_of[ann["image_id"]], height_of[ann["image_id"]]
         size = math.sqrt(max(ann["a_area"], 1.0))
         sigma = care * (0.25 + 0.03 * size)
         polys = []
         for poly in ann["a_segm"]:
             pts = np.reshape(np.asarray(poly, dtype=np.float64), (-1, 2))
-            pts = pts + keep * rng.normal(0.0, sigma, pts.shape)
+            habit = habit_rng.normal(0.0, ANNOTATOR_HABIT_SHARE * sigma, pts.shape)
+            fresh = fresh_rng.normal(0.0, fresh_scale * sigma, pts.shape)
+            pts = pts + offset * _outward_normals(pts) + habit + fresh
             pts[:, 0] = np.clip(pts[:, 0], 0, w_img)
             pts[:, 1] = np.clip(pts[:, 1], 0, h_img)
             polys.append(np.round(pts, 2).reshape(-1).tolist())
@@ -743,8 +787,8 @@ def synthesize(
     KITTI's 1242x375 with ``annotations_only`` (KINS-scale JSON, no pixels, no images or labels).
     ``annotators`` > 0 also writes ``annotators/annotator_{k}.json`` over the first
     ``annotator_images`` training images (stage 1) and ``annotators/stage2/annotator_{k}.json``
-    (the same annotators after review, Table 3's second stage). ``workers`` processes render images; the output bytes
-    do not depend on it. An existing ``out_dir`` is replaced only when everything succeeded.
+    (the same annotators' second pass: same habits, fresh noise; Table 3's second stage).
+    ``workers`` processes render images; the output bytes do not depend on it. An existing ``out_dir`` is replaced only when everything succeeded.
     """
     if width is None:
         width = 1242 if annotations_only else 640

@@ -17,19 +17,20 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from asn import paper as _paper
 from asn.errors import InputError
 
 METRICS = (("det_ap", "Det"), ("amodal_ap", "Amodal Seg"), ("inmodal_ap", "Inmodal Seg"))
 
-# Paper Table 4 (Qi et al., CVPR 2019), COCO AP in percent on KINS, R50-FPN, transcribed from
-# the paper: (Det, Amodal Seg, Inmodal Seg). Shown beside our numbers, never mixed with them.
+# Paper Table 4 (asn.paper.TABLE4, COCO AP in percent on KINS, R50-FPN): our variant -> (the
+# paper's row name, (Det, Amodal Seg, Inmodal Seg)). Shown beside our numbers, never mixed with them.
 PAPER_TABLE4: dict[str, tuple[str, tuple[float, float, float]]] = {
-    "orcnn": ("ORCNN", (30.9, 29.0, 26.4)),
-    "mrcnn": ("Mask R-CNN", (30.9, 29.3, 26.6)),
-    "mrcnn_asn": ("Mask R-CNN + ASN", (32.7, 31.1, 28.7)),
-    "panet": ("PANet", (32.3, 30.4, 27.6)),
-    "panet_asn": ("PANet + ASN", (33.4, 32.2, 29.7)),
-}
+    variant: (name, _paper.TABLE4[name]) for variant, name in _paper.TABLE4_VARIANTS.items()}
+# The paper's Table 4 rows no variant of ours implements (MNC, FCIS): (name, values, note).
+PAPER_TABLE4_ONLY: tuple[tuple[str, tuple[float, ...], str], ...] = tuple(
+    (name, values, "not implemented here") for name, values in _paper.TABLE4.items()
+    if name not in _paper.TABLE4_VARIANTS.values())
+PAPER_TABLE4_SOURCE = _paper.cite("Table 4") + ", R50-FPN"
 
 # The honest comparisons of Table 4: (ours, baseline)
 COMPARISONS = (("mrcnn_asn", "mrcnn"), ("panet_asn", "panet"))
@@ -87,9 +88,24 @@ def collect(eval_dir: str | Path, variants: Iterable[str], seeds: Iterable[int])
     return out
 
 
+def _paper_values(values: Sequence[Any] | Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``{metric: value or None}`` from a tuple aligned with ``keys`` or a mapping."""
+    if isinstance(values, Mapping):
+        return {key: values.get(key) for key in keys}
+    return {key: (None if value is None else float(value)) for key, value in zip(keys, values)}
+
+
 def build_table(per_variant: Mapping[str, list[dict]], paper: Mapping[str, tuple] = PAPER_TABLE4,
-                comparisons: Sequence[tuple[str, str]] = COMPARISONS) -> dict[str, Any]:
-    """Rows of mean/variance per variant and metric, the paper's numbers, and the comparisons."""
+                comparisons: Sequence[tuple[str, str]] = COMPARISONS, *,
+                paper_only: Sequence[tuple] = PAPER_TABLE4_ONLY, paper_source: str = PAPER_TABLE4_SOURCE,
+                paper_label: str = _paper.LABEL_KINS) -> dict[str, Any]:
+    """Rows of mean/variance per variant and metric, the paper's numbers, and the comparisons.
+
+    ``paper``: ``{variant: (paper row name, values aligned with METRICS, [note])}``; a value may
+    be None (the paper prints none). ``paper_only``: ``(name, values, note)`` of paper rows no
+    variant of ours stands for (kept in ``table["paper_only"]``, rendered as paper-only rows).
+    """
+    keys = [k for k, _ in METRICS]
     rows = []
     for variant, runs in per_variant.items():
         row: dict[str, Any] = {"variant": variant, "name": paper.get(variant, (variant,))[0], "seeds": len(runs),
@@ -98,7 +114,11 @@ def build_table(per_variant: Mapping[str, list[dict]], paper: Mapping[str, tuple
         for key, _ in METRICS:
             row[key] = seed_stats([r[key] for r in runs])
         if variant in paper:
-            row["paper"] = dict(zip([k for k, _ in METRICS], paper[variant][1]))
+            entry = paper[variant]
+            row["paper_name"] = entry[0]
+            row["paper"] = _paper_values(entry[1], keys)
+            if len(entry) > 2 and entry[2]:
+                row["paper_note"] = entry[2]
         rows.append(row)
     by_variant = {row["variant"]: row for row in rows}
     results = []
@@ -107,7 +127,24 @@ def build_table(per_variant: Mapping[str, list[dict]], paper: Mapping[str, tuple
             results.append({"ours": ours, "baseline": baseline, **{
                 key: compare(by_variant[ours][key]["values"], by_variant[baseline][key]["values"])
                 for key, _ in METRICS}})
-    return {"rows": rows, "comparisons": results, "variance": "sample (ddof=1, divisor n-1)"}
+    only = [{"name": item[0], "paper": _paper_values(item[1], keys), "note": item[2] if len(item) > 2 else ""}
+            for item in paper_only]
+    has_paper = bool(only) or any("paper" in row for row in rows)
+    return {"rows": rows, "comparisons": results, "variance": "sample (ddof=1, divisor n-1)",
+            "paper_only": only, "paper_source": paper_source if has_paper else None,
+            "paper_label": paper_label, "paper_notes": []}
+
+
+def _paper_cell(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def paper_footer(table: Mapping[str, Any]) -> str:
+    """The line under a table that says what its paper columns are."""
+    if not table.get("paper_source"):
+        return "Paper columns: none — this table has no counterpart in the paper."
+    return (f"Paper columns: {table.get('paper_label', _paper.LABEL_KINS)} ({table['paper_source']}); they are "
+            "context, not a result of this run.")
 
 
 def _cell(stats: Mapping[str, Any]) -> str:
@@ -131,16 +168,29 @@ def render_markdown(table: Mapping[str, Any], *, title: str, header: Mapping[str
     lines += [f"- **Variance**: {table['variance']} over the seeds of each row; cells are mean ± variance",
               f"- **Regenerate**: `{command}`", ""]
     names = [name for _, name in METRICS]
-    lines.append("| Variant | Seeds | " + " | ".join(f"{n} (ours)" for n in names) + " | "
-                 + " | ".join(f"{n} (paper, KINS)" for n in names) + " |")
-    lines.append("|" + "---|" * (2 + 2 * len(names)))
+    label = table.get("paper_label", _paper.LABEL_KINS)
+    lines.append("| Variant | Seeds | " + " | ".join(f"{n} (ours)" for n in names) + f" | Paper row ({label}) | "
+                 + " | ".join(f"{n} (paper)" for n in names) + " |")
+    lines.append("|" + "---|" * (3 + 2 * len(names)))
     for row in table["rows"]:
         ours = [_cell(row[key]) for key, _ in METRICS]
-        paper = [f"{row['paper'][key]:.1f}" if "paper" in row else "–" for key, _ in METRICS]
-        lines.append(f"| {row['name']} (`{row['variant']}`) | {row['seeds']} | " + " | ".join(ours) + " | "
-                     + " | ".join(paper) + " |")
-    lines += ["", "Paper columns: paper-reported numbers on KINS (Qi et al., CVPR 2019, Table 4, R50-FPN); "
-              "they are context, not a result of this run.", ""]
+        if "paper" in row:
+            name = row.get("paper_name", "")
+            if row.get("paper_note"):
+                name += f" ({row['paper_note']})"
+            paper_cells = [_paper_cell(row["paper"].get(key)) for key, _ in METRICS]
+        else:
+            name = "no paper row" + (f" ({row['paper_note']})" if row.get("paper_note") else "")
+            paper_cells = ["–" for _ in METRICS]
+        lines.append(f"| {row['name']} (`{row['variant']}`) | {row['seeds']} | " + " | ".join(ours) + f" | {name} | "
+                     + " | ".join(paper_cells) + " |")
+    for item in table.get("paper_only", []):
+        lines.append(f"| paper only: {item['name']}" + (f" — {item['note']}" if item.get("note") else "")
+                     + " | – | " + " | ".join("–" for _ in METRICS) + f" | {item['name']} | "
+                     + " | ".join(_paper_cell(item["paper"].get(key)) for key, _ in METRICS) + " |")
+    lines += ["", paper_footer(table)]
+    lines += [f"- {note}" for note in table.get("paper_notes", [])]
+    lines.append("")
     if table["comparisons"]:
         lines += ["## Does ASN beat its baseline here?", ""]
         for result in table["comparisons"]:
@@ -159,6 +209,8 @@ def render_markdown(table: Mapping[str, Any], *, title: str, header: Mapping[str
 
 
 def render_csv(table: Mapping[str, Any]) -> str:
+    """One line per variant (our mean / variance / min / max and the paper's value per metric),
+    then one per paper-only row (our cells empty); ``paper_row`` names the paper's row."""
     import csv
     import io
 
@@ -167,21 +219,29 @@ def render_csv(table: Mapping[str, Any]) -> str:
     head = ["variant", "name", "seeds"]
     for key, _ in METRICS:
         head += [f"{key}_mean", f"{key}_variance", f"{key}_min", f"{key}_max", f"{key}_paper_kins"]
+    head += ["paper_row", "paper_note"]
     writer.writerow(head)
     for row in table["rows"]:
         line = [row["variant"], row["name"], row["seeds"]]
         for key, _ in METRICS:
             stats = row[key]
+            value = row.get("paper", {}).get(key)
             line += [f"{stats['mean']:.4f}", "" if stats["variance"] is None else f"{stats['variance']:.4f}",
-                     f"{stats['min']:.4f}", f"{stats['max']:.4f}",
-                     f"{row['paper'][key]:.1f}" if "paper" in row else ""]
+                     f"{stats['min']:.4f}", f"{stats['max']:.4f}", "" if value is None else f"{value:.1f}"]
+        line += [row.get("paper_name", "") if "paper" in row else "", row.get("paper_note", "")]
         writer.writerow(line)
+    for item in table.get("paper_only", []):
+        line = ["", item["name"], 0]
+        for key, _ in METRICS:
+            value = item["paper"].get(key)
+            line += ["", "", "", "", "" if value is None else f"{value:.1f}"]
+        writer.writerow(line + [item["name"], item.get("note", "")])
     return buffer.getvalue()
 
 
 def plot(table: Mapping[str, Any], path: str | Path, *, title: str) -> None:
     """Per-variant AP: one panel per metric, each seed a dot, the mean a bar with ±1 sample std,
-    the paper's KINS number a hollow diamond (context only)."""
+    the paper's number a hollow diamond (context only; paper-only rows get a diamond alone)."""
     import io
 
     import matplotlib
@@ -192,21 +252,34 @@ def plot(table: Mapping[str, Any], path: str | Path, *, title: str) -> None:
     from asn.io import write_bytes_atomic
 
     rows = table["rows"]
+    only = list(table.get("paper_only", []))
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8), sharey=False)
     x = np.arange(len(rows))
+    label = table.get("paper_label", _paper.LABEL_KINS)
     for ax, (key, name) in zip(axes, METRICS):
         means = [row[key]["mean"] for row in rows]
         stds = [row[key]["std"] or 0.0 for row in rows]
         ax.bar(x, means, yerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=4, label="ours: mean ± std")
+        marked = False
         for i, row in enumerate(rows):
             values = row[key]["values"]
             jitter = np.linspace(-0.18, 0.18, len(values)) if len(values) > 1 else [0.0]
             ax.scatter(i + np.asarray(jitter), values, s=12, color="#08519c", zorder=3,
                        label="ours: one seed" if i == 0 else None)
-            if "paper" in row:
-                ax.scatter([i], [row["paper"][key]], marker="D", facecolors="none", edgecolors="#d95f02",
-                           zorder=4, label="paper (KINS)" if i == 0 else None)
-        ax.set_xticks(x, [row["variant"] for row in rows], rotation=30, ha="right")
+            value = row.get("paper", {}).get(key)
+            if value is not None:
+                ax.scatter([i], [value], marker="D", facecolors="none", edgecolors="#d95f02",
+                           zorder=4, label=None if marked else label)
+                marked = True
+        for j, item in enumerate(only):
+            value = item["paper"].get(key)
+            if value is not None:
+                ax.scatter([len(rows) + j], [value], marker="D", facecolors="none", edgecolors="#d95f02",
+                           zorder=4, label=None if marked else label)
+                marked = True
+        ax.set_xticks(np.arange(len(rows) + len(only)),
+                      [row["variant"] for row in rows] + [f"{item['name']} (paper only)" for item in only],
+                      rotation=30, ha="right")
         ax.set_title(f"{name} AP")
         ax.set_ylabel("AP (%)")
         ax.grid(axis="y", alpha=0.3)

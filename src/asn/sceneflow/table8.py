@@ -36,6 +36,13 @@ ARM_LABELS = {
     "mrcnn_asn": "+ rigid refinement in amodal + inmodal masks of mrcnn_asn",
     "gt": "+ rigid refinement in ground-truth inmodal masks (upper bound)",
 }
+# The role each arm plays against the paper's Table 8 rows (asn.paper.TABLE8): (paper row or None, why).
+ARM_PAPER_ROLES: dict[str, tuple[str | None, str]] = {
+    "baseline": ("OSF", "no instances: the rigid-scene baseline (OSF-like)"),
+    "mrcnn": ("ISF", "instance masks of a Mask R-CNN (ISF with instance masks)"),
+    "mrcnn_asn": ("ISF with KINS", "masks from a KINS-style amodal model, ASN (ISF with KINS)"),
+    "gt": (None, "oracle: ground-truth masks, no paper counterpart"),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,8 +182,29 @@ def counts_array(counts: Mapping[str, Mapping[str, Sequence[int]]]) -> np.ndarra
     return out
 
 
-def render_markdown(rows: Sequence[Mapping[str, Any]], *, header: Mapping[str, str], command: str) -> str:
-    lines = ["# Table 8: scene flow errors (%) with instance masks — synthetic stereo world, not KITTI", ""]
+def paper_rows() -> list[dict[str, Any]]:
+    """The paper's Table 8 rows (:data:`asn.paper.TABLE8`, errors in %, KITTI 2015 validation):
+    ``{"row", "errors": {metric: value}, "label"}``, for the JSON beside our rows."""
+    from asn import paper
+
+    return [{"row": name, "errors": dict(zip(paper.TABLE8_METRICS, values)), "label": paper.LABEL_KITTI,
+             "source": paper.cite("Table 8")} for name, values in paper.TABLE8.items()]
+
+
+def roles_line() -> str:
+    """Which of our arms plays which paper row (one line)."""
+    return "Roles: " + "; ".join(
+        f"`{arm}` = {why}" + (f" ~ paper '{name}'" if name else "") for arm, (name, why) in ARM_PAPER_ROLES.items()) + "."
+
+
+def render_markdown(rows: Sequence[Mapping[str, Any]], *, header: Mapping[str, str], command: str,
+                    source: str = "synthetic") -> str:
+    """table8.md: our arms (D1 / D2 / Fl / SF per region, bootstrap intervals), then our ``all``
+    rates beside the paper's OSF / ISF / ISF with KINS rows (paper-reported on KITTI 2015)."""
+    from asn import paper
+
+    title = ("synthetic stereo world, not KITTI" if source == "synthetic" else f"{source}")
+    lines = [f"# Table 8: scene flow errors (%) with instance masks — {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in header.items()]
     lines += [f"- **Regenerate**: `{command}`", ""]
     columns = [(m, r) for m in ("D1", "D2", "Fl", "SF") for r in ("bg", "fg", "all")]
@@ -191,10 +219,52 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], *, header: Mapping[str, s
                          f"{rate:.2f} [{low:.2f}, {high:.2f}]" if low is not None else f"{rate:.2f}")
         lines.append(f"| {row['label']} (`{row['arm']}`) | {row['seeds']} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: pooled outlier rate in percent (KITTI 2015 devkit rules: > 3 px and > 5 %), "
-              "[95 % percentile bootstrap interval over scenes and seeds]. bg / fg from the object map.",
-              "Paper columns: the paper's Table 8 (OSF, ISF, ISF with KINS masks on KITTI 2015) is not "
-              "transcribed in this project; nothing is guessed.", ""]
+              "[95 % percentile bootstrap interval over scenes and seeds]. bg / fg from the object map.", ""]
+    metrics = paper.TABLE8_METRICS
+    lines += [f"## Beside the paper ({paper.LABEL_KITTI})", "",
+              "| Row | Role | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
+    for row in rows:
+        name, why = ARM_PAPER_ROLES.get(row["arm"], (None, "no paper counterpart"))
+        cells = [row["rates"].get(m, {}).get("all", {}).get("rate") for m in metrics]
+        lines.append(f"| ours: `{row['arm']}` (-all) | {why}" + (f" ~ paper '{name}'" if name else "") + " | "
+                     + " | ".join("n/a" if v is None else f"{v:.2f}" for v in cells) + " |")
+    for item in paper_rows():
+        lines.append(f"| paper: {item['row']} | {paper.LABEL_KITTI} | "
+                     + " | ".join(f"{item['errors'][m]:.2f}" for m in metrics) + " |")
+    lines += ["", roles_line(),
+              f"Paper rows: {paper.LABEL_KITTI} ({paper.cite('Table 8')}): errors in percent on the KITTI 2015 "
+              "validation set, background and foreground averaged; OSF = Menze and Geiger 2015, ISF = Behl et al. "
+              "2017, ISF with KINS = ISF with instance masks from a model trained on KINS. Context, not a result of "
+              "this project; ours are the -all rates of the arms above"
+              + (" on synthetic data, so their level is not comparable." if source == "synthetic" else "."), ""]
     return "\n".join(lines)
+
+
+CSV_COLUMNS = ("arm", "seeds", "metric", "region", "rate", "low", "high", "outliers", "pixels", "source", "paper_row")
+
+
+def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """table8.csv: one line per (arm, metric, region) of ours, then one per (paper row, metric)
+    (region ``all``, source paper-reported on KITTI 2015); ``paper_row`` = the paper row an arm
+    plays (:data:`ARM_PAPER_ROLES`)."""
+    from asn import paper
+
+    lines = [",".join(CSV_COLUMNS)]
+    for row in rows:
+        counterpart = ARM_PAPER_ROLES.get(row["arm"], (None, ""))[0] or ""
+        for m in ("D1", "D2", "Fl", "SF"):
+            for r in ("bg", "fg", "all"):
+                cell = row["rates"][m][r]
+                low, high = row["interval"][m][r]
+                lines.append(",".join(str(x) for x in (
+                    row["arm"], row["seeds"], m, r, "" if cell["rate"] is None else f"{cell['rate']:.4f}",
+                    "" if low is None else f"{low:.4f}", "" if high is None else f"{high:.4f}",
+                    cell["outliers"], cell["pixels"], "ours", counterpart)))
+    for item in paper_rows():
+        for m in paper.TABLE8_METRICS:
+            lines.append(",".join((item["row"], "", m, "all", f"{item['errors'][m]:.2f}", "", "", "", "",
+                                   paper.LABEL_KITTI, item["row"])))
+    return "\n".join(lines) + "\n"
 
 
 def plot_error_maps(frame: Mapping[str, Any], estimates: Mapping[str, Mapping[str, np.ndarray]], path: Path,
@@ -233,5 +303,6 @@ def plot_error_maps(frame: Mapping[str, Any], estimates: Mapping[str, Mapping[st
     write_bytes_atomic(path, buffer.getvalue())
 
 
-__all__ = ["ARMS", "amodal_order", "bootstrap_interval", "counts_array", "error_rates", "frame_counts",
-           "pool_counts", "predicted_masks", "read_frame", "render_markdown", "write_synthetic_scenes"]
+__all__ = ["ARMS", "ARM_PAPER_ROLES", "amodal_order", "bootstrap_interval", "counts_array", "error_rates",
+           "frame_counts", "paper_rows", "pool_counts", "predicted_masks", "read_frame", "render_csv",
+           "render_markdown", "write_synthetic_scenes"]

@@ -7,11 +7,16 @@ more than half of the k annotators marked (k = 2: both); its row holds each anno
 IoU with it. Segmentations may be polygons or RLE dicts; an annotation with no valid polygon
 is an empty mask (its IoU with an empty mask counts as 1, with a non-empty one as 0).
 
-Two stages (the paper's layout): in KINS each image was annotated by three annotators (stage 1)
-and then reviewed and corrected (stage 2). :func:`two_stage_statistics` scores both stages of
-the same annotators; with a ``reference`` (the released annotation, e.g. the normalized
-``train_amodal.json``) each annotator's and each majority vote's masks are compared with it,
-which says how close every stage came to the final annotation.
+Two stages (the paper's layout, Table 3): in KINS three annotators labelled the same images
+twice, 4 months apart (stage 1, stage 2). :func:`cross_stage_statistics` gives the paper's
+matrix: rows = the stage-2 annotations of annotators 1..k and their majority vote, columns =
+the same in stage 1, entry = mean mask IoU between the two sets; its diagonal compares an
+annotator with themself 4 months earlier (:func:`diagonal_pattern` says whether it is higher
+than the off-diagonal and whether the majority votes agree best, as in the paper).
+:func:`two_stage_statistics` returns that matrix as ``cross_stage`` plus each stage's own
+statistics; with a ``reference`` (the released annotation, e.g. the normalized
+``train_amodal.json``) each annotator's and each majority vote's masks are also compared with
+it (an extra table: how close every stage came to the final annotation).
 """
 
 from __future__ import annotations
@@ -123,6 +128,14 @@ def _pair_iou(rles_a: list[dict], rles_b: list[dict]) -> np.ndarray:
     return np.where(union > 0, intersection / np.where(union > 0, union, 1), 1.0)
 
 
+def _majority_rles(rles: list[list[dict]]) -> list[dict]:
+    """Per instance, the pixels marked by more than half of the k sets (``rles[set][instance]``)."""
+    k = len(rles)
+    # decode the instance masks of every set once per image
+    votes = sum(mask_utils.decode(r).astype(np.uint16) for r in rles)
+    return list(mask_utils.encode(np.asfortranarray((votes * 2 > k).astype(np.uint8))))
+
+
 def _load_reference(path: str | os.PathLike, sets: list[dict[int, dict]], images: dict) -> dict[int, dict]:
     """The reference annotations of every annotation id of the sets (same image ids), else InputError."""
     path = Path(path)
@@ -180,10 +193,7 @@ def consistency_statistics(
                 total = float(_pair_iou(rles[a], rles[b]).sum())
                 iou_sums[a, b] += total
                 iou_sums[b, a] += total
-        # majority vote: decode the instance masks of every set once per image
-        votes = sum(mask_utils.decode(r).astype(np.uint16) for r in rles)
-        majority_masks = np.asfortranarray((votes * 2 > k).astype(np.uint8))
-        majority_rles = mask_utils.encode(majority_masks)
+        majority_rles = _majority_rles(rles)
         for a in range(k):
             majority_sums[a] += float(_pair_iou(rles[a], list(majority_rles)).sum())
         if reference_annotations is not None:
@@ -233,16 +243,79 @@ def mean_pairwise(matrix: Sequence[Sequence[float]]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def diagonal_pattern(matrix: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The paper's Table 3 pattern in a stage-2 x stage-1 matrix whose last row and column are the
+    majority votes: the mean of the annotator diagonal (the same annotator in both stages)
+    against the mean of the annotator off-diagonal cells (two different annotators), and
+    whether the majority-vote cell (last row, last column) is the highest entry."""
+    values = np.asarray(matrix, dtype=np.float64)
+    k = values.shape[0] - 1
+    annotators = values[:k, :k]
+    diagonal = float(np.mean(np.diag(annotators))) if k else float("nan")
+    off = float(np.mean(annotators[~np.eye(k, dtype=bool)])) if k > 1 else float("nan")
+    corner = float(values[k, k])
+    others = np.delete(values.reshape(-1), values.size - 1)
+    return {"diagonal_mean": diagonal, "off_diagonal_mean": off, "diagonal_higher": bool(diagonal > off),
+            "majority_cell": corner, "majority_highest": bool(others.size and corner > float(others.max()))}
+
+
+def describe_pattern(pattern: dict[str, Any]) -> str:
+    """One line: ``diagonal mean X > off-diagonal mean Y: yes; majority-vote cell highest: no``."""
+    return (f"diagonal mean {pattern['diagonal_mean']:.4f} > off-diagonal mean {pattern['off_diagonal_mean']:.4f}: "
+            f"{'yes' if pattern['diagonal_higher'] else 'no'}; majority-vote cell "
+            f"({pattern['majority_cell']:.4f}) highest: {'yes' if pattern['majority_highest'] else 'no'}")
+
+
+def cross_stage_statistics(
+    stage1_paths: Sequence[str | os.PathLike], stage2_paths: Sequence[str | os.PathLike],
+    images_limit: int | None = None,
+) -> dict[str, Any]:
+    """The paper's Table 3 matrix: entry (i, j) = mean over annotation ids of the mask IoU between
+    row set i (stage-2 annotator i, the last row their majority vote) and column set j (stage-1
+    annotator j, the last column their majority vote).
+
+    Returns ``rows`` / ``columns`` (labels), ``matrix`` [(k+1) x (k+1)], ``pattern``
+    (:func:`diagonal_pattern`), ``n_images``, ``n_instances``.
+    """
+    if len(stage1_paths) != len(stage2_paths):
+        raise InputError(stage2_paths[0] if stage2_paths else "stage 2",
+                         f"stage 2 has {len(stage2_paths)} annotator files, stage 1 has {len(stage1_paths)}")
+    paths, _, images, sets = load_annotation_sets([*stage1_paths, *stage2_paths], images_limit)
+    k = len(stage1_paths)
+    by_image: dict[int, list[int]] = {}
+    for ann_id, ann in sets[0].items():
+        if ann["image_id"] in images:
+            by_image.setdefault(ann["image_id"], []).append(ann_id)
+    sums = np.zeros((k + 1, k + 1))
+    n_instances = 0
+    for image_id in sorted(by_image):
+        ann_ids = sorted(by_image[image_id])
+        h, w = int(images[image_id]["height"]), int(images[image_id]["width"])
+        rles = [_segment_rles([s[i]["segmentation"] for i in ann_ids], h, w) for s in sets]
+        columns = [*rles[:k], _majority_rles(rles[:k])]
+        rows = [*rles[k:], _majority_rles(rles[k:])]
+        for i, row in enumerate(rows):
+            for j, column in enumerate(columns):
+                sums[i, j] += float(_pair_iou(row, column).sum())
+        n_instances += len(ann_ids)
+    matrix = sums / n_instances if n_instances else np.full((k + 1, k + 1), np.nan)
+    return {"rows": [*[f"{p.stem}, stage 2" for p in paths[k:]], "majority_vote, stage 2"],
+            "columns": [*[f"{p.stem}, stage 1" for p in paths[:k]], "majority_vote, stage 1"],
+            "matrix": matrix.tolist(), "pattern": diagonal_pattern(matrix) if n_instances else None,
+            "n_images": len(images), "n_instances": n_instances}
+
+
 def two_stage_statistics(
     stage1_paths: Sequence[str | os.PathLike], stage2_paths: Sequence[str | os.PathLike],
     reference: str | os.PathLike | None = None, images_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Consistency of the same annotators before (stage 1) and after review (stage 2).
+    """Consistency of the same annotators in two annotation stages (stage 1, stage 2).
 
     The stage-2 files must be the stage-1 annotators' (same count, same images and annotation
     ids). Returns stage 1's single-stage result (so readers of one stage keep working) with
-    ``layout: two_stage`` and ``stages``: the two single-stage results (without ``majority``).
-    The majority vote written beside the table is stage 2's (the reviewed one).
+    ``layout: two_stage``, ``cross_stage`` (:func:`cross_stage_statistics`, the paper's matrix)
+    and ``stages``: the two single-stage results (without ``majority``). The majority vote
+    written beside the table is stage 2's.
     """
     if len(stage1_paths) != len(stage2_paths):
         raise InputError(stage2_paths[0] if stage2_paths else "stage 2",
@@ -253,6 +326,7 @@ def two_stage_statistics(
     second = consistency_statistics(stage2_paths, images_limit, reference)
     result = {key: value for key, value in first.items() if key != "majority"}
     result.update(layout="two_stage", majority=second["majority"],
+                  cross_stage=cross_stage_statistics(stage1_paths, stage2_paths, images_limit),
                   stages=[{key: value for key, value in r.items() if key != "majority"} | {"stage": n}
                           for n, r in ((1, first), (2, second))])
     return result
@@ -267,8 +341,9 @@ def consistency_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]
 
 
 def two_stage_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The paper's layout: rows = each annotator, the majority vote, the mean pairwise IoU;
-    columns = stage 1, stage 2. With a reference an annotator / majority entry is the mean IoU
+    """The extra two-stage table (beside the paper's matrix): rows = each annotator, the majority
+    vote, the mean pairwise IoU; columns = stage 1, stage 2. With a reference an annotator /
+    majority entry is the mean IoU
     with the reference; without one an annotator entry is the mean IoU with its stage's
     majority vote and the majority row is NaN."""
     stages = result["stages"]
@@ -281,6 +356,30 @@ def two_stage_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     return ["annotation", *[f"stage {s['stage']}" for s in stages]], rows
 
 
+def cross_stage_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """table3.csv of the two-stage layout, one line per cell: the paper's matrix (``table``
+    ``stage2_x_stage1``, ours beside the paper's cell) then the extra table
+    (``vs_reference`` / ``vs_majority``, no paper value)."""
+    from asn import paper
+
+    columns = ["table", "row", "column", "mean_iou", "paper_row", "paper_column", "paper_mean_iou_kins"]
+    cross = result["cross_stage"]
+    rows: list[list[Any]] = []
+    paper_rows, paper_columns = paper.TABLE3["rows_stage2"], paper.TABLE3["columns_stage1"]
+    same_shape = len(cross["rows"]) == len(paper_rows)
+    for i, row in enumerate(cross["rows"]):
+        for j, column in enumerate(cross["columns"]):
+            rows.append(["stage2_x_stage1", row, column, cross["matrix"][i][j],
+                         *((paper_rows[i], paper_columns[j], paper.TABLE3["matrix"][i][j]) if same_shape
+                           else ("", "", float("nan")))])
+    extra_columns, extra_rows = two_stage_table(result)
+    kind = "vs_reference" if all("vs_reference" in st for st in result["stages"]) else "vs_majority"
+    for line in extra_rows:
+        for column, value in zip(extra_columns[1:], line[1:]):
+            rows.append([kind, line[0], column, value, "", "", float("nan")])
+    return columns, rows
+
+
 def write_consistency_outputs(
     out_dir: str | os.PathLike, result: dict[str, Any], source: str, command: str
 ) -> list[Path]:
@@ -290,13 +389,16 @@ def write_consistency_outputs(
 
     out_dir = Path(out_dir)
     if result.get("layout") == "two_stage":
-        text, columns, rows = _two_stage_markdown(result, source, command)
+        text = _two_stage_markdown(result, source, command)
+        columns, rows = cross_stage_rows(result)
     else:
         columns, rows = consistency_table(result)
         notes = [
             "Entry (row, column) = mean over annotation ids of the mask IoU between the two sets.",
             "majority_vote = per annotation id, pixels marked by more than half of the sets.",
             f"{result['n_images']} images, {result['n_instances']} instances per set.",
+            "The paper's Table 3 compares two annotation stages (see `asn consistency --stage2`); a one-stage "
+            "matrix has no paper counterpart.",
         ]
         text = markdown_table("Table 3: annotator consistency (mean mask IoU)", columns, rows, source, command, notes)
     written = [
@@ -308,27 +410,56 @@ def write_consistency_outputs(
     return written
 
 
-def _two_stage_markdown(result: dict[str, Any], source: str, command: str) -> tuple[str, list[str], list[list[Any]]]:
-    """table3.md for two stages: the paper-layout table, then each stage's pairwise matrix."""
-    from asn.stats.tables import format_cell, markdown_table
+def _matrix_markdown(rows: Sequence[str], columns: Sequence[str], matrix, corner: str) -> list[str]:
+    from asn.stats.tables import format_cell
 
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    lines += [f"| {row} | " + " | ".join(format_cell(float(v)) for v in values) + " |"
+              for row, values in zip(rows, matrix)]
+    return lines
+
+
+def _two_stage_markdown(result: dict[str, Any], source: str, command: str) -> str:
+    """table3.md for two stages: the paper's matrix (ours, then the paper's, and whether each shows
+    the paper's pattern), the extra table against the reference, then each stage's pairwise matrix."""
+    from asn import paper
+    from asn.stats.tables import format_cell
+
+    cross = result["cross_stage"]
+    ours_pattern = cross.get("pattern")
+    paper_pattern = diagonal_pattern(paper.TABLE3["matrix"])
+    lines = ["# Table 3: annotation consistency across two annotation stages (mean mask IoU)", "",
+             f"Data source: {source}  ", f"Produced by: `{command}`", "",
+             "Rows: the stage-2 annotations of each annotator and their majority vote; columns: the same in "
+             "stage 1; entry = mean over annotation ids of the mask IoU between the two sets (the paper's layout). "
+             "The diagonal compares an annotator with themself in the other stage.", "",
+             "## Ours", ""]
+    lines += _matrix_markdown(cross["rows"], cross["columns"], cross["matrix"], "stage 2 (rows) / stage 1 (columns)")
+    lines += ["", f"- {cross['n_images']} images, {cross['n_instances']} instances per annotator and stage.",
+              "- Our pattern (computed from the matrix above): "
+              + (describe_pattern(ours_pattern) if ours_pattern else "n/a (no instances)") + ".", "",
+              f"## Paper ({paper.LABEL_KINS}; {paper.cite('Table 3')}, {paper.TABLE3['images']} images)", ""]
+    lines += _matrix_markdown(paper.TABLE3["rows_stage2"], paper.TABLE3["columns_stage1"], paper.TABLE3["matrix"],
+                              "stage 2 (rows) / stage 1 (columns)")
+    lines += ["", "- Paper's pattern (computed the same way): " + describe_pattern(paper_pattern) + ".",
+              "- annX1 / annX2 = annotator X in stage 1 / stage 2; mv = majority vote of the three annotators; the "
+              "two stages are 4 months apart.", "- Context, not a result of this project.", ""]
     columns, rows = two_stage_table(result)
     with_reference = all("vs_reference" in s for s in result["stages"])
     against = (f"the released annotation (`{result['stages'][0]['reference']}`, the final ground truth)"
                if with_reference else "the majority vote of the same stage (no reference given)")
-    notes = [
-        "Stage 1: each annotator's own masks; stage 2: the same annotators' masks after review "
-        "and correction (KINS's second annotation stage).",
-        f"annotator / majority_vote rows: mean over annotation ids of the mask IoU with {against}.",
-        "majority_vote = per annotation id, pixels marked by more than half of the annotators of that stage.",
-        "mean pairwise = mean IoU between two annotators of the same stage (their consistency).",
-        f"{result['n_images']} images, {result['n_instances']} instances per annotator and stage.",
-    ]
-    text = markdown_table("Table 3: annotation consistency in two stages (mean mask IoU)",
-                          columns, rows, source, command, notes)
+    lines += ["## Extra: each stage against the released annotation" if with_reference
+              else "## Extra: each stage against its majority vote", "",
+              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_cell(v) for v in row) + " |" for row in rows]
+    lines += ["", f"- annotator / majority_vote rows: mean over annotation ids of the mask IoU with {against}.",
+              "- majority_vote = per annotation id, pixels marked by more than half of the annotators of that stage.",
+              "- mean pairwise = mean IoU between two annotators of the same stage (their consistency).",
+              "- No paper counterpart (the paper compares the stages with each other, above).", ""]
+    text = "\n".join(lines)
     for stage in result["stages"]:
         stage_columns, stage_rows = consistency_table(stage)
         text += (f"\n## Stage {stage['stage']}: IoU between annotators\n\n| " + " | ".join(stage_columns)
                  + " |\n|" + "---|" * len(stage_columns) + "\n")
         text += "".join("| " + " | ".join(format_cell(v) for v in row) + " |\n" for row in stage_rows)
-    return text, columns, rows
+    return text

@@ -48,3 +48,36 @@ def bar_chart_png(
     fig.savefig(buffer, format="png")
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def paired_panels_png(
+    path: str | os.PathLike,
+    labels: Sequence[str],
+    panels: dict[str, dict[str, Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    footnote: str = "",
+) -> None:
+    """One grouped bar chart per panel (e.g. ours beside the paper's, as fractions), side by side."""
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 3.9), dpi=100, squeeze=False)
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        n_series = max(len(series), 1)
+        width = 0.8 / n_series
+        positions = range(len(labels))
+        for k, (name, values) in enumerate(series.items()):
+            ax.bar([p + (k - (n_series - 1) / 2) * width for p in positions], list(values), width=width, label=name)
+        ax.set_xticks(list(positions))
+        ax.set_xticklabels(labels)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    if footnote:
+        fig.text(0.01, 0.01, footnote, fontsize=6.5, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.09 if footnote else 0, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())

@@ -2,13 +2,16 @@
 
 Outputs under ``out_dir`` (each written atomically, and only after every statistic has been
 computed, so bad input leaves no partial output):
-    table1.md/.csv        instances per category and supercategory (Table 1)
-    table2.md/.csv        convexity and simplicity, amodal and inmodal (Table 2)
+    table1.md/.csv        instances per category and supercategory (Table 1), the paper's beside
+    table2.md/.csv        convexity and simplicity, amodal and inmodal (Table 2), + the paper's rows
     summary.json          DVC metrics: summary numbers, Table 2 means, box consistency share
-    figure4a.png/.csv     occlusion-ratio histogram
-    figure4b.png/.csv     per-image mean box IoU histogram (+ share of images above 0.65)
-    figure4c.png/.csv     max order per cluster and match number, counts for 1..5 and >5
+    figure4a.png/.csv     occlusion-ratio histogram (the paper prints no numbers for it)
+    figure4b.png/.csv     per-image mean box IoU histogram (+ share of images above 0.65; idem)
+    figure4c.png/.csv     max order per cluster and match number, counts for 1..5 and >5, and the
+                          fractions of each series beside the paper's bars
     table3.md/.csv/.json  annotator consistency (when annotator files exist) + majority_vote.json
+
+The paper's numbers (asn.paper) appear beside ours, labelled paper-reported on KINS.
     vis/NNNNNN.png        amodal masks with order digits | inmodal masks
 """
 
@@ -21,13 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from asn import paper
 from asn.errors import InputError
 from asn.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from asn.stats.boxes import share_above
 from asn.stats.clusters import BUCKET_LABELS, MAX_ORDER_DEFINITION, bucket_counts
 from asn.stats.compute import compute_statistics
 from asn.stats.shapes import mean_measures
-from asn.stats.tables import csv_table, markdown_table, table1_rows, table2_rows
+from asn.stats.tables import (FIGURE4AB_NOTE, FIGURE4C_CAVEAT, FIGURE4C_COLUMNS, TABLE1_PAPER_NOTES, csv_table,
+                              figure4c_rows, markdown_table, table1_rows, table1_with_paper, table2_paper_notes,
+                              table2_rows, table2_with_paper)
 
 BOX_IOU_THRESHOLD = 0.65
 OCCLUSION_BINS = np.linspace(0.0, 1.0, 11)
@@ -81,7 +87,7 @@ def find_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
 
 
 def find_stage2_annotator_files(raw_dir: str | os.PathLike | None) -> list[Path]:
-    """``raw/annotators/stage2/annotator_*.json``: the same annotators after review (Table 3's
+    """``raw/annotators/stage2/annotator_*.json``: the same annotators' second annotation stage (Table 3's
     second stage; empty when there are none)."""
     return [] if raw_dir is None else _annotator_files(Path(raw_dir) / "annotators" / "stage2")
 
@@ -108,7 +114,7 @@ def run_stats(
     """Compute every statistic, then write the outputs listed in the module docstring.
 
     Table 3 has the paper's two-stage layout when ``annotator_stage2_files`` are given (the
-    same annotators after review), each stage scored against ``annotator_reference`` (the
+    same annotators' second annotation stage), each stage scored against ``annotator_reference`` (the
     released annotation, e.g. ``<gt>/train_amodal.json``) when given.
 
     Returns:
@@ -183,6 +189,8 @@ def run_stats(
         "box_consistency_share_above_0_65": _json_number(share_above(box_mean_iou, BOX_IOU_THRESHOLD))
         if box_mean_iou is not None else None,
         "n_clusters": int(cluster_max_order.size),
+        "cluster_max_order_above_6_fraction": _json_number(float((cluster_max_order > 6).mean()))
+        if has_order and cluster_max_order.size else None,
         "instances_without_overlap": int((match_number == 0).sum()),
         "per_split": {
             s: {
@@ -206,20 +214,21 @@ def run_stats(
 
     # --- tables --------------------------------------------------------------------------
     written: list[Path] = []
-    columns, rows = table1_rows({s: per_split[s]["category_id"] for s in splits})
-    notes1 = ["ratio = share of all instances; ratio_in_supercategory = share within its supercategory.",
-              "person-sitting (id 3) has no instances in the public KINS files and is excluded from experiments."]
+    columns, rows = table1_with_paper(*table1_rows({s: per_split[s]["category_id"] for s in splits}))
+    notes1 = ["ratio = share of all instances; ratio_in_supercategory = share within its supercategory; "
+              "ratio_percent = ratio in percent (as the paper prints it).", *TABLE1_PAPER_NOTES]
     outputs: dict[str, str | bytes] = {
         "table1.md": markdown_table("Table 1: instances per category", columns, rows, source_label, command, notes1),
         "table1.csv": csv_table(columns, rows),
     }
-    columns, rows = table2_rows(means)
+    columns, rows = table2_with_paper(*table2_rows(means))
     notes2 = [
         "convexity = area / area(convex hull); simplicity = sqrt(4*pi*area) / perimeter; means over segments.",
         "Multi-part segments: area = sum of part areas, hull = convex hull of all parts, perimeter = sum of "
         "all boundary lengths (holes included).",
         "Inmodal polygons are traced from the RLE masks (OpenCV contours through pixel centres, holes kept).",
         "Segments without a ring of 3+ vertices or with zero area are not measured (n_segments - n_measured).",
+        *table2_paper_notes(),
     ]
     outputs["table2.md"] = markdown_table("Table 2: shape convexity and simplicity", columns, rows, source_label, command, notes2)
     outputs["table2.csv"] = csv_table(columns, rows)
@@ -233,8 +242,9 @@ def run_stats(
     outputs["figure4b.csv"] = csv_table(["bin_low", "bin_high", "images", "fraction"], fig_b)
     order_counts = bucket_counts(cluster_max_order) if has_order else {k: 0 for k in ("0", *BUCKET_LABELS)}
     match_counts = bucket_counts(match_number)
-    fig_c = [[label, order_counts[label], match_counts[label]] for label in BUCKET_LABELS]
-    outputs["figure4c.csv"] = csv_table(["bucket", "clusters_by_max_order", "instances_by_match_number"], fig_c)
+    fig_c = figure4c_rows([order_counts[label] for label in BUCKET_LABELS],
+                          [match_counts[label] for label in BUCKET_LABELS])
+    outputs["figure4c.csv"] = csv_table(FIGURE4C_COLUMNS, fig_c)
     summary["cluster_max_order_counts"] = {k: order_counts[k] for k in BUCKET_LABELS}
     summary["cluster_max_order_definition"] = MAX_ORDER_DEFINITION
     summary["match_number_counts"] = {k: match_counts[k] for k in ("0", *BUCKET_LABELS)}
@@ -248,20 +258,30 @@ def run_stats(
     for name, content in outputs.items():
         written.append(write_text_atomic(out_dir / name, content) if isinstance(content, str) else None)
     bar_chart_png(out_dir / "figure4a.png", [f"{r[0]:.1f}-{r[1]:.1f}" for r in fig_a],
-                  {"instances": [r[2] for r in fig_a]}, f"Figure 4(a): occlusion ratio ({source_label})",
+                  {"instances": [r[2] for r in fig_a]},
+                  f"Figure 4(a): occlusion ratio\n({source_label})\n({FIGURE4AB_NOTE}; text: mean occlusion "
+                  f"ratio {paper.DATASET['mean_occlusion_ratio_percent']} % on KINS)",
                   "occlusion ratio", "instances")
     written.append(out_dir / "figure4a.png")
     share = summary["box_consistency_share_above_0_65"]
     bar_chart_png(out_dir / "figure4b.png", [f"{r[0]:.2f}" for r in fig_b], {"images": [r[2] for r in fig_b]},
                   f"Figure 4(b): mean box IoU per image; share > 0.65: "
-                  f"{'n/a' if share is None else f'{share:.3f}'}\n({source_label})",
+                  f"{'n/a' if share is None else f'{share:.3f}'}\n({source_label})\n({FIGURE4AB_NOTE}; text: "
+                  f"{paper.DATASET['box_consistency']['images_with_mean_box_iou_above_0.65_percent']} % of KINS "
+                  "images > 0.65)",
                   "mean IoU (bin start)", "images",
                   vline=BOX_IOU_THRESHOLD / 0.05 - 0.5)
     written.append(out_dir / "figure4b.png")
-    bar_chart_png(out_dir / "figure4c.png", list(BUCKET_LABELS),
-                  {"clusters by max order": [r[1] for r in fig_c], "instances by match number": [r[2] for r in fig_c]},
-                  f"Figure 4(c): occlusion order and match number ({source_label})\n"
-                  f"max order = occluded instances per cluster (a pair counts 1)", "value", "count")
+    from asn.stats.plots import paired_panels_png
+
+    paired_panels_png(
+        out_dir / "figure4c.png", [r[0] if r[0] == r[1] else f"{r[0]} / {r[1]}" for r in fig_c],
+        {"max occlusion order (clusters); a pair counts 1": {"ours": [r[2] for r in fig_c],
+                                                              "paper-reported on KINS": [r[3] for r in fig_c]},
+         "max match number (instances overlapping one)": {"ours": [r[4] for r in fig_c],
+                                                          "paper-reported on KINS": [r[5] for r in fig_c]}},
+        f"Figure 4(c): fractions of each series, ours ({source_label}) beside the paper's",
+        "value (ours / the paper's where they differ)", "fraction of the series", footnote=FIGURE4C_CAVEAT)
     written.append(out_dir / "figure4c.png")
     if consistency is not None:
         from asn.stats.consistency import write_consistency_outputs
