@@ -13,6 +13,8 @@ PARAMS = ROOT / "params.yaml"
 # The paper structure is kept (4 convs, 7x7 / 14x14 RoIs, MLC); widths and sizes are cut so a
 # run of a few iterations takes seconds on a 2-core CI machine.
 TINY_SETS = [
+    # from scratch: the tests of the loop need no pretrained trunk (tests/test_trunk.py covers it)
+    "profiles.smoke.model.init=scratch",
     "profiles.smoke.model.min_size=[64]",
     "profiles.smoke.model.max_size=224",
     "model.overrides={fpn_channels: 16, box_conv_channels: 16, box_fc_dim: 32, mask_conv_channels: 16, "

@@ -50,6 +50,8 @@ def tiny_project(tmp_path_factory):
         fpn_channels=16, box_conv_channels=16, box_fc_dim=32, mask_conv_channels=16,
         rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50, rpn_pre_nms_top_n_test=100,
         rpn_post_nms_top_n_test=50, box_batch_size_per_image=32, box_detections_per_img=20)
+    params["pretrain"]["world"].update(train=3, val=2, width=256, height=80)
+    params["pretrain"]["train"].update(iterations=3, steps=[2], warmup_iterations=1, batch_size=2)
     params["train"].update(workers=0)
     params["eval"].update(workers=0)
     params["table4"].update(variants=VARIANTS, seeds=SEEDS)
@@ -76,6 +78,10 @@ def _status(project, env) -> dict:
 
 def test_every_stage_ran(tiny_project):
     project, env = tiny_project
+    trunk = json.loads((project / "models" / "trunk" / "trunk.json").read_text())
+    assert trunk["provenance"]["world"]["seed"] == 1000 and trunk["provenance"]["iterations"] == 3
+    summary = json.loads((project / "models" / "mrcnn_asn-0" / "train_summary.json").read_text())
+    assert summary["trunk"]["sha256"] == trunk["sha256"]  # every Table 4 model starts from it
     raw = project / "data" / "raw"
     assert json.loads((raw / "manifest.json").read_text())["source"] == "synthetic"
     assert len(list((raw / "training" / "image_2").glob("*.png"))) == 3
@@ -158,7 +164,14 @@ def test_fresh_clone_repro_leaves_git_status_clean(tiny_project, tmp_path):
     project, env = tiny_project
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env)
-    _run([sys.executable, "-m", "dvc", "repro"], clone, env)
+    proc = _run([sys.executable, "-m", "dvc", "repro"], clone, env)
+    # the committed trunk is up to date in the clone: it is neither rendered nor trained again
+    assert "Running stage 'pretrain'" not in proc.stdout and "Running stage 'train@mrcnn-0'" in proc.stdout
+    status = _git(clone, env, "status", "--porcelain").stdout
+    assert status == "", status
+    # and rebuilding it from nothing gives the committed bytes
+    proc = _run([sys.executable, "-m", "dvc", "repro", "-f", "pretrain"], clone, env)
+    assert "Running stage 'pretrain'" in proc.stdout
     status = _git(clone, env, "status", "--porcelain").stdout
     assert status == "", status
     assert _status(clone, env) == {}

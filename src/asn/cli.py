@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "KINS file (2019 or 2020 release) -> normalized amodal/inmodal COCO files"),
     "stats": ("stats", "dataset statistics: Tables 1-2, Figure 4, summary, visualisations"),
     "consistency": ("consistency", "mean mask IoU between annotation sets of the same images (Table 3)"),
+    "pretrain": ("pretrain", "train the shared pretrained trunk once (the smoke profile's ImageNet stand-in)"),
     "train": ("train", "train one model (variant, seed) of the params.yaml profile; resumable, DDP via torchrun"),
     "evaluate": ("evaluate", "checkpoint -> predictions on a split -> Det / Amodal / Inmodal AP (COCO)"),
     "aggregate": ("aggregate", "per-seed metrics -> Table 4 (mean ± variance, paper beside), figure, MLflow parent run"),

@@ -13,6 +13,9 @@ seed, device and loader. --variant / --seed / --set override them. Writes OUT/ch
 (atomically, every train.checkpoint_every iterations and at the end), train_log.csv (loss per
 term and lr per iteration), label_map.json, config.json and train_summary.json. --resume continues
 from OUT/checkpoint.pt, refused when it was trained under other parameters or other data.
+With model.init: trunk (the smoke profile) the run starts from the shared pretrained trunk given by
+--trunk (models/trunk/trunk.pt, built once by `asn pretrain`): model.trunk_parts are loaded over the
+seed's random init and model.freeze of them stay fixed; the trunk's sha256 enters the params hash.
 Multi-GPU: torchrun --nproc_per_node 8 stages/train.py ... (same arguments)."""
 
 
@@ -26,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed (default: params.yaml train.seed)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter, e.g. --set profiles.smoke.train.iterations=50 (repeatable)")
+    parser.add_argument("--trunk", type=Path, metavar="FILE",
+                        help="the shared pretrained trunk (models/trunk/trunk.pt), required when model.init is trunk")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt when it exists")
     parser.add_argument("--no-progress", action="store_true", help="plain periodic log lines instead of a progress bar")
     add_tracking_arguments(parser)
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     config = resolve(params, str(args.params), variant=args.variant, seed=args.seed)
     summary = train(config, gt_dir=args.gt, images_dir=args.images, out_dir=args.out, split=args.split,
                     resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after,
-                    experiment=args.experiment)
+                    experiment=args.experiment, trunk_path=args.trunk)
     if summary.get("complete") and not args.no_tracking:
         log_training(args.experiment, config, summary, args.out)
     losses = summary["final_losses_mean_last_20"]

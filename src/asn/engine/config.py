@@ -72,8 +72,17 @@ class RunConfig:
         """Plain containers (for config.json and the checkpoint's ``run``)."""
         return {"profile": self.profile, "model": self.model, "train": asdict(self.train)}
 
-    def hash_payload(self, amp: bool) -> dict[str, Any]:
-        return {"profile": self.profile, "model": self.model, "train": self.train.numeric(), "amp": bool(amp)}
+    @property
+    def init(self) -> str:
+        """How the model starts: ``scratch`` (random, or ImageNet via model.weights_path) or
+        ``trunk`` (the shared pretrained trunk, :mod:`asn.engine.trunk`)."""
+        return str(self.model.get("init", "scratch"))
+
+    def hash_payload(self, amp: bool, trunk_sha256: str | None = None) -> dict[str, Any]:
+        payload = {"profile": self.profile, "model": self.model, "train": self.train.numeric(), "amp": bool(amp)}
+        if trunk_sha256 is not None:  # a run from the trunk is a function of the trunk's bytes too
+            payload["trunk_sha256"] = trunk_sha256
+        return payload
 
 
 def params_hash(payload: Mapping[str, Any]) -> str:
@@ -131,10 +140,28 @@ def resolve(params: Mapping[str, Any], source: str = "params.yaml", *,
     if model.get("variant") not in VARIANTS:
         raise InputError(source, f"model.variant: unknown variant {model.get('variant')!r}; "
                                  f"valid: {sorted(VARIANTS)}")
+    _check_init(model, source)
     train["steps"] = tuple(int(s) for s in train["steps"])
     config = TrainConfig(**train)
     _check_train(config, source)
     return RunConfig(profile=name, model=model, train=config)
+
+
+def _check_init(model: dict[str, Any], source: str) -> None:
+    from asn.engine.trunk import INITS, check_parts
+
+    init = model.get("init", "scratch")
+    if init not in INITS:
+        raise InputError(source, f"model.init: expected one of {list(INITS)}, got {init!r}")
+    parts = check_parts(model.get("trunk_parts") or (), "model.trunk_parts", source)
+    frozen = check_parts(model.get("freeze") or (), "model.freeze", source)
+    if init != "trunk":  # trunk_parts / freeze are read with init: trunk only (one key switches protocols)
+        return
+    if not parts:
+        raise InputError(source, "model.trunk_parts: model.init is 'trunk' but no part is loaded from it")
+    if set(frozen) - set(parts):
+        raise InputError(source, f"model.freeze: {sorted(set(frozen) - set(parts))} are not loaded from the "
+                                 f"trunk (model.trunk_parts {list(parts)}); a random part cannot stay frozen")
 
 
 def _check_train(c: TrainConfig, source: str) -> None:

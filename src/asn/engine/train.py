@@ -141,6 +141,7 @@ def train(
     stop_after: Optional[int] = None,
     on_log: Optional[Callable[[dict[str, float]], None]] = None,
     experiment: str = "table4",
+    trunk_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``run`` on ``<gt_dir>/<split>_{amodal,inmodal}.json`` + images into ``out_dir``.
 
@@ -150,6 +151,9 @@ def train(
     or data hash differ). ``stop_after``: stop (with a checkpoint) after that many iterations
     in total, for tests. ``on_log`` receives each iteration's log row on rank 0. ``experiment``
     names the MLflow experiment in the summary's deterministic run reference (see asn.tracking).
+    ``trunk_path``: the shared pretrained trunk, required when ``model.init`` is ``trunk``: its
+    ``model.trunk_parts`` are loaded (after the seed's random init of everything) and
+    ``model.freeze`` of them stay fixed; its sha256 enters the params hash.
     Returns the summary dict (``complete``: all iterations done; ``seconds``: this call's time).
     """
     from asn.data.dataset import AmodalDataset, GroupedBatchSampler, build_loader, data_hash
@@ -175,13 +179,14 @@ def train(
         if world.is_main:
             dataset.check_images()
         d_hash = data_hash(gt_dir, split, images_dir)
-        p_hash = params_hash(run.hash_payload(amp))
 
         seed_everything(cfg.seed)
         try:
             model = build_model_from_params(run.model)
         except ValueError as error:
             raise InputError("params.yaml", f"model: {error}") from None
+        trunk_info = _init_from_trunk(model, run, trunk_path, dataset.label_map())
+        p_hash = params_hash(run.hash_payload(amp, trunk_info["sha256"] if trunk_info else None))
         model.to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=cfg.scaled_lr, momentum=cfg.momentum,
@@ -272,6 +277,9 @@ def train(
             # every rank says what it holds: DDP keeps them equal, and anyone can check it
             print(f"rank {world.rank}: parameters sha256 {parameters_digest(model)}", file=sys.stderr, flush=True)
         summary = _summary(run, log_rows, p_hash, d_hash, amp, world, device, experiment)
+        if trunk_info is not None:
+            summary["trunk"] = {"sha256": trunk_info["sha256"], "parts": list(run.model.get("trunk_parts") or ()),
+                                "frozen": list(run.model.get("freeze") or ())}
         if world.is_main:
             if end == cfg.iterations:
                 write_json_atomic(out_dir / SUMMARY, summary, indent=True)
@@ -284,6 +292,22 @@ def train(
         return summary
     finally:
         shutdown(world)
+
+
+def _init_from_trunk(model, run: RunConfig, trunk_path, label_map) -> Optional[dict[str, Any]]:
+    """Load and freeze the trunk parts named by ``run.model`` (None for ``init: scratch``)."""
+    from asn.engine.trunk import freeze, load_trunk
+
+    if run.init != "trunk":
+        if trunk_path is not None:  # the DVC stage always names the trunk; a scratch profile does not read it
+            print(f"train: model.init is {run.init!r}: the trunk {trunk_path} is not used", file=sys.stderr)
+        return None
+    if trunk_path is None:
+        raise InputError("--trunk", "model.init is 'trunk': pass the shared trunk file (models/trunk/trunk.pt, "
+                                    "built by `dvc repro pretrain`)")
+    info = load_trunk(model, trunk_path, run.model.get("trunk_parts") or (), label_map=label_map)
+    freeze(model, run.model.get("freeze") or ())
+    return info
 
 
 def _step(model, optimizer, scaler, images, targets, *, device, amp, accumulate, seed, iteration,

@@ -117,11 +117,12 @@ class AmodalRCNN(GeneralizedRCNN):
     """
 
     def __init__(self, backbone, rpn, roi_heads: AmodalRoIHeads, transform, *, num_classes: int, variant: str,
-                 config: dict[str, Any]):
+                 config: dict[str, Any], backbone_name: Optional[str] = None):
         super().__init__(backbone, rpn, roi_heads, transform)
         self.num_classes = num_classes
         self.variant = variant
         self.config = dict(config)
+        self.backbone_name = backbone_name
 
     @property
     def output_sources(self) -> dict[str, str]:
@@ -258,7 +259,8 @@ def build_model(
     transform = AmodalRCNNTransform(
         config["min_size"], config["max_size"], [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     )
-    return AmodalRCNN(body, rpn, roi_heads, transform, num_classes=num_classes, variant=variant, config=config)
+    return AmodalRCNN(body, rpn, roi_heads, transform, num_classes=num_classes, variant=variant, config=config,
+                      backbone_name=backbone)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -285,10 +287,16 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+# model: keys that say how a run initialises and trains the model, read by asn.engine.train
+# (asn.engine.trunk), not by the builder: the architecture does not depend on them
+TRAINING_KEYS = ("init", "trunk_parts", "freeze")
+
+
 def build_model_from_params(model_params: Mapping[str, Any]) -> AmodalRCNN:
     """Build the model described by params.yaml's ``model:`` section.
 
-    ``variant``, ``backbone``, ``weights_path`` and ``num_classes`` select the model; every
+    ``variant``, ``backbone``, ``weights_path`` and ``num_classes`` select the model;
+    :data:`TRAINING_KEYS` (``init``, ``trunk_parts``, ``freeze``) are for the training loop; every
     other key (and those under ``overrides``) is a :func:`build_model` keyword, so Tables 5-7
     are params.yaml edits (``dvc exp run -S model.mlc_box_level=2``), not code changes.
     """
@@ -298,7 +306,7 @@ def build_model_from_params(model_params: Mapping[str, Any]) -> AmodalRCNN:
         raise ValueError(f"model parameters lack {missing}")
     overrides = {**{k: v for k, v in params.items()
                     if k not in ("variant", "backbone", "weights_path", "num_classes",
-                                 "overrides")},
+                                 "overrides", *TRAINING_KEYS)},
                  **(params.get("overrides") or {})}
     return build_model(params["variant"], int(params["num_classes"]),
                        backbone=params.get("backbone", "resnet18_fpn"),
