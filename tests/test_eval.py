@@ -386,6 +386,48 @@ def test_masks_to_rles_round_trip():
     assert predictions.masks_to_rles(np.zeros((0, 1, 5, 5))) == []
 
 
+@pytest.mark.parametrize("trial", range(6))
+def test_pasting_while_encoding_equals_torchvisions_paste_then_threshold(trial):
+    """The evaluation's paste (masks stay in their boxes until encoding) writes the same masks,
+    bit for bit, as torchvision's paste_masks_in_image + threshold: boxes inside, across the
+    border, tiny and empty."""
+    import torch
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    g = torch.Generator().manual_seed(trial)
+    count, height, width = [5, 0, 17, 30, 1, 12][trial], 30 + 37 * trial, 50 + 41 * trial
+    masks = torch.rand(count, 1, 28, 28, generator=g)
+    corner = torch.rand(count, 2, generator=g) * torch.tensor([width * 1.2, height * 1.2]) - torch.tensor([width * 0.1, height * 0.1])
+    size = torch.rand(count, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6]) + 0.05
+    boxes = torch.cat([corner, corner + size], 1)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    for threshold in (0.5, 0.3):
+        expected = predictions.masks_to_rles(paste_masks_in_image(masks, boxes, (height, width)), threshold)
+        assert predictions.paste_masks_to_rles(masks, boxes, (height, width), threshold) == expected
+    with pytest.raises(ValueError, match="expected"):
+        predictions.paste_masks_to_rles(masks[:, 0], boxes, (height, width))
+
+
+def test_evaluation_without_paste_gives_the_same_entries():
+    import torch
+
+    from asn.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mrcnn_asn", 4, backbone="resnet18_fpn_small", min_size=64, max_size=160,
+                        box_score_thresh=0.0, box_detections_per_img=20).eval()
+    image = torch.rand(3, 70, 150)
+    with torch.inference_mode():
+        pasted = model([image])[0]
+        model.transform.paste_masks = False
+        in_boxes = model([image])[0]
+    assert in_boxes["amodal_masks"].shape[-2:] == (28, 28) and in_boxes["image_size"].tolist() == [70, 150]
+    assert len(pasted["scores"]) > 0
+    labels = {k: k for k in range(1, 4)}
+    assert predictions.detections_to_results(in_boxes, 3, labels) == predictions.detections_to_results(pasted, 3, labels)
+
+
 def test_detections_to_results():
     import torch
 

@@ -23,7 +23,6 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
     runs under ``torch.inference_mode`` and, on CUDA, autocast.
     """
     from asn.data.dataset import build_loader
-    from asn.eval.predictions import detections_to_results
 
     indices = list(range(len(dataset)))
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -35,6 +34,20 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
         from tqdm import tqdm
 
         bar = tqdm(total=len(indices), desc="predict", unit="img", dynamic_ncols=True)
+    # the masks stay in their boxes; detections_to_results pastes them while encoding
+    paste, model.transform.paste_masks = model.transform.paste_masks, False
+    try:
+        seconds = _predict_batches(model, loader, device, results, label_to_category, mask_threshold, bar)
+    finally:
+        model.transform.paste_masks = paste
+    if bar is not None:
+        bar.close()
+    return results, seconds
+
+
+def _predict_batches(model, loader, device, results, label_to_category, mask_threshold, bar) -> float:
+    from asn.eval.predictions import detections_to_results
+
     seconds = 0.0
     with torch.inference_mode():
         for images, targets in loader:
@@ -50,6 +63,4 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
                                                      mask_threshold=mask_threshold))
             if bar is not None:
                 bar.update(len(images))
-    if bar is not None:
-        bar.close()
-    return results, seconds
+    return seconds

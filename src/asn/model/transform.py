@@ -20,7 +20,14 @@ RESULT_MASK_KEYS = ("amodal_masks", "inmodal_masks", "invisible_masks")
 
 class AmodalRCNNTransform(GeneralizedRCNNTransform):
     """Normalize, resize and batch images; resize both target mask sets with them; paste the
-    predicted (K, 1, 28, 28) mask probabilities of every mask key back at original size."""
+    predicted (K, 1, 28, 28) mask probabilities of every mask key back at original size.
+
+    ``paste_masks = False`` (set by the evaluation) leaves the masks in their boxes and adds
+    ``image_size`` (H, W) to each result instead: the evaluation pastes and encodes them in one
+    pass (:func:`asn.eval.predictions.paste_masks_to_rles`, the same binary masks).
+    """
+
+    paste_masks: bool = True
 
     def resize(self, image: Tensor, target: Optional[dict[str, Tensor]] = None):
         image, target = super().resize(image, target)
@@ -48,6 +55,9 @@ class AmodalRCNNTransform(GeneralizedRCNNTransform):
             return result
         result = super().postprocess(result, image_shapes, original_image_sizes)
         for pred, original_size in zip(result, original_image_sizes):
+            if not self.paste_masks:
+                pred["image_size"] = torch.tensor(original_size, dtype=torch.int64)
+                continue
             pasted: dict[int, Tensor] = {}
             for key in RESULT_MASK_KEYS:
                 if key in pred:
