@@ -167,6 +167,7 @@ def ablation(
     gt_dir: str = "data/normalized",
     images_dir: str = "data/raw/training/image_2",
     test_images_dir: str = "data/raw/testing/image_2",
+    trunk: str = "models/trunk/trunk.pt",
     out_dir: Optional[str] = None,
     reports_dir: str = "reports/tables",
     max_parallel: int = 1,
@@ -182,6 +183,8 @@ def ablation(
             string values are read as YAML like `--set`. Arms' own settings win over these.
         profile: params.yaml profile (smoke | paper); default: params.yaml `profile`.
         params_path, gt_dir, images_dir, test_images_dir: inputs, as in dvc.yaml.
+        trunk: the shared pretrained trunk the smoke profile starts every model from (its sha256
+            is part of every job's cache key).
         out_dir: models in <out_dir>/<arm>-<seed>/, metrics in <out_dir>/eval/<arm>-<seed>/
             (default runs/<table>).
         reports_dir: where <table>.md/.csv/.json/.png go.
@@ -197,7 +200,7 @@ def ablation(
     plan = sweeps.plan(table=table, variants=variants, seeds=seeds, overrides=overrides, profile=profile,
                        params_path=params_path, gt_dir=gt_dir, images_dir=images_dir,
                        test_images_dir=test_images_dir, out_dir=out_dir, reports_dir=reports_dir,
-                       tracking=tracking)
+                       tracking=tracking, trunk=trunk)
     for arm, keys in sweeps.shadowed_overrides(plan).items():
         logger.warning("arm %s sets %s itself: the flow's overrides of these keys do not apply to it", arm, keys)
     logger.info("%s: %d arms x %d seeds = %d jobs, at most %d at a time, into %s",
@@ -254,6 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--gt", default="data/normalized", help="normalized ground truth (default: %(default)s)")
     parser.add_argument("--images", default="data/raw/training/image_2", help="train images (default: %(default)s)")
     parser.add_argument("--test-images", default="data/raw/testing/image_2", help="test images (default: %(default)s)")
+    parser.add_argument("--trunk", default="models/trunk/trunk.pt", help="the shared trunk (default: %(default)s)")
     parser.add_argument("--out", help="output root (default: runs/<table>)")
     parser.add_argument("--reports", default="reports/tables", help="table folder (default: %(default)s)")
     parser.add_argument("--max-parallel", type=int, default=1, help="jobs at once (default: %(default)s)")
@@ -273,8 +277,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     profile=args.profile, params_path=args.params, hash_data=False)
         result = ablation(table=args.table, variants=args.variants, seeds=args.seeds, overrides=overrides or None,
                           profile=args.profile, params_path=args.params, gt_dir=args.gt, images_dir=args.images,
-                          test_images_dir=args.test_images, out_dir=args.out, reports_dir=args.reports,
-                          max_parallel=args.max_parallel, tracking=not args.no_tracking)
+                          test_images_dir=args.test_images, trunk=args.trunk, out_dir=args.out,
+                          reports_dir=args.reports, max_parallel=args.max_parallel, tracking=not args.no_tracking)
     except AsnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

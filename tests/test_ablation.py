@@ -181,9 +181,10 @@ def test_cache_key_follows_what_changes_the_results(world, tmp_path):
     from asn import sweeps
 
     def keys(seeds=(0,), out="r", gt=world["gt"], **overrides):
+        overrides = {"profiles.smoke.model.init": "scratch", **overrides}  # no trunk needed here
         plan = sweeps.plan(table="custom", variants=["mrcnn", "mrcnn_asn"], seeds=list(seeds), params_path=PARAMS,
                            gt_dir=gt, images_dir=world["train_images"], test_images_dir=world["test_images"],
-                           out_dir=tmp_path / out, overrides=overrides or None)
+                           out_dir=tmp_path / out, overrides=overrides)
         return [job.cache_key for job in plan.jobs]
 
     base = keys()
@@ -196,6 +197,32 @@ def test_cache_key_follows_what_changes_the_results(world, tmp_path):
     shutil.copytree(world["gt"], other)
     (other / "test_inmodal.json").write_text((other / "test_inmodal.json").read_text() + " ")
     assert not set(keys(gt=other)) & set(base)
+
+
+def test_trunk_runs_pass_the_trunk_and_key_its_bytes(world, tmp_path):
+    """Arms that start from the shared trunk get --trunk, and their cache key follows its sha256;
+    a missing trunk is refused before anything trains."""
+    from asn import sweeps
+    from asn.errors import InputError
+
+    trunk = tmp_path / "trunk.pt"
+    trunk.write_bytes(b"trunk one")
+
+    def plan(**kwargs):
+        return sweeps.plan(table="custom", variants=["mrcnn"], seeds=[0], params_path=PARAMS, gt_dir=world["gt"],
+                           images_dir=world["train_images"], test_images_dir=world["test_images"],
+                           out_dir=tmp_path / "r", trunk=trunk, **kwargs)
+
+    first = plan()
+    argv = sweeps.train_argv(first, first.jobs[0])
+    assert argv[argv.index("--trunk") + 1] == str(trunk)
+    trunk.write_bytes(b"trunk two")
+    assert plan().jobs[0].cache_key != first.jobs[0].cache_key
+    scratch = plan(overrides={"profiles.smoke.model.init": "scratch"})
+    assert scratch.trunk is None and "--trunk" not in sweeps.train_argv(scratch, scratch.jobs[0])
+    trunk.unlink()
+    with pytest.raises(InputError, match="trunk file not found"):
+        plan()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class Plan:
     out_dir: Path
     reports_dir: Path
     flow_overrides: tuple[str, ...]
+    trunk: Optional[Path] = None   # the shared trunk (--trunk of asn train) when an arm starts from it
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,14 +279,31 @@ def split_hash(gt_dir: Path, split: str, images_dir: Path) -> str:
     return _data_hash(str(gt_dir), split, str(images_dir), stamp)
 
 
-def run_params_hash(run) -> str:
-    """The params hash `asn train` will write for ``run`` on this machine (AMP depends on the device)."""
+def run_params_hash(run, trunk_sha256: Optional[str] = None) -> str:
+    """The params hash `asn train` will write for ``run`` on this machine (AMP depends on the
+    device; a run from the shared trunk also depends on the trunk's bytes)."""
     from asn.engine.config import params_hash
     from asn.engine.distributed import resolve_device
 
     device = resolve_device(str(run.train.device))
     amp = device.type == "cuda" if run.train.amp == "auto" else bool(run.train.amp)
-    return params_hash(run.hash_payload(amp))
+    return params_hash(run.hash_payload(amp, trunk_sha256 if run.init == "trunk" else None))
+
+
+@lru_cache(maxsize=8)
+def _trunk_sha256(path: str, stamp: tuple) -> str:
+    from asn.engine.trunk import file_sha256
+
+    return file_sha256(path)
+
+
+def trunk_hash(path: Path) -> str:
+    """sha256 of the trunk file (memoised while it is unchanged); InputError when it is missing."""
+    if not path.is_file():
+        raise InputError(path, "trunk file not found (the smoke profile starts every model from it; "
+                               "build it with `dvc repro pretrain`)")
+    stat = path.stat()
+    return _trunk_sha256(str(path), (stat.st_mtime_ns, stat.st_size))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,7 +315,7 @@ def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optiona
          images_dir: str | Path = "data/raw/training/image_2",
          test_images_dir: str | Path = "data/raw/testing/image_2", out_dir: str | Path | None = None,
          reports_dir: str | Path = "reports/tables", tracking: bool = True,
-         hash_data: bool = True) -> Plan:
+         hash_data: bool = True, trunk: str | Path = "models/trunk/trunk.pt") -> Plan:
     """Validate a sweep request and list its jobs (arm-major, then seed) with their identities.
 
     Every arm's parameters are loaded and resolved here, so an unknown table, variant, override
@@ -323,16 +341,19 @@ def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optiona
         hashes = {"train_data_hash": split_hash(gt_dir, "train", images_dir),
                   "test_data_hash": split_hash(gt_dir, "test", test_images_dir)}
     jobs = []
+    trunk_path, uses_trunk = Path(trunk), False
     for arm in sweep.arms:
         all_overrides = (*flow_overrides, *arm.overrides)
         arm_params = load_params(params_path, all_overrides)
         eval_options = thaw(section(arm_params, "eval", str(params_path)))
         for seed in sweep.seeds:
             seeded = resolve(arm_params, str(params_path), variant=arm.variant, seed=seed)
+            uses_trunk = uses_trunk or seeded.init == "trunk"
+            trunk_sha = trunk_hash(trunk_path) if hash_data and seeded.init == "trunk" else None
             model_dir, eval_dir = out_dir / f"{arm.name}-{seed}", out_dir / "eval" / f"{arm.name}-{seed}"
             identity = {
                 "version": KEY_VERSION, "table": table, "arm": arm.name, "variant": arm.variant, "seed": seed,
-                "params_hash": run_params_hash(seeded) if hash_data else None,
+                "params_hash": run_params_hash(seeded, trunk_sha) if hash_data else None,
                 "eval_hash": hash_json(eval_options), "code_hash": code_hash() if hash_data else None,
                 "model_dir": str(model_dir.resolve()), "eval_dir": str(eval_dir.resolve()),
                 "tracking": bool(tracking), **hashes,
@@ -341,7 +362,7 @@ def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optiona
                             identity=identity))
     return Plan(sweep=sweep, jobs=tuple(jobs), params_path=params_path, gt_dir=gt_dir, images_dir=images_dir,
                 test_images_dir=test_images_dir, out_dir=out_dir, reports_dir=Path(reports_dir),
-                flow_overrides=tuple(flow_overrides))
+                flow_overrides=tuple(flow_overrides), trunk=trunk_path if uses_trunk else None)
 
 
 def shadowed_overrides(plan_: Plan) -> dict[str, list[str]]:
@@ -356,6 +377,7 @@ def train_argv(plan_: Plan, job: Job, *, resume: bool = False, tracking: bool = 
     argv = ["train", "--params", str(plan_.params_path), "--gt", str(plan_.gt_dir), "--split", "train",
             "--images", str(plan_.images_dir), "--variant", job.arm.variant, "--seed", str(job.seed),
             "--out", str(job.model_dir), "--experiment", plan_.sweep.table, "--no-progress"]
+    argv += ["--trunk", str(plan_.trunk)] if plan_.trunk is not None else []
     argv += ["--resume"] if resume else []
     argv += [] if tracking else ["--no-tracking"]
     for item in job.overrides:

@@ -125,13 +125,10 @@ def render_world(world: Mapping[str, Any], root: Path, *, params: Mapping[str, A
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from asn.commands.train import log_training
     from asn.config import load_params
-    from asn.engine.checkpoint import build_model_from_checkpoint
     from asn.engine.train import train
-    from asn.engine.trunk import file_sha256, save_trunk
+    from asn.engine.trunk import export_trunk, file_sha256
     from asn.io import write_json_atomic
 
     source = str(args.params)
@@ -149,32 +146,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_tracking:
         log_training(args.experiment, run_config, summary, run_dir)
 
-    model, checkpoint = build_model_from_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))
-    # every part of the plain model is kept, so the trunk is a whole Mask R-CNN whose own AP can
-    # be measured; only `parts` (params.yaml pretrain.parts) ever transfer
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    probe = sorted({k.split(".")[1] + "." + k.split(".")[2] for k in state if k.startswith("roi_heads.mask_branches.")})
-    meta = {
-        "parts": options["parts"], "probe_parts": probe,
-        "backbone": run_config.model["backbone"], "backbone_norm": run_config.model.get("backbone_norm", "auto"),
-        "head_norm": run_config.model.get("head_norm", "none"), "num_classes": int(run_config.model["num_classes"]),
-        "variant": run_config.model["variant"], "label_map": checkpoint["label_map"],
-        "sizes": {key: model.config.get(key) for key in ("fpn_channels", "box_conv_channels", "box_fc_dim",
-                                                          "mask_conv_channels", "anchor_sizes")},
-        "model": run_config.model,
-        "provenance": {"params_hash": summary["params_hash"], "data_hash": summary["data_hash"],
-                       "world": dict(options["world"]), "iterations": summary["iterations"],
-                       "train": dict(options["train"]), "seed": int(options["seed"]),
-                       "mlflow": summary["mlflow"]},
-    }
+    provenance = {"params_hash": summary["params_hash"], "data_hash": summary["data_hash"],
+                  "world": dict(options["world"]), "iterations": summary["iterations"],
+                  "train": dict(options["train"]), "seed": int(options["seed"]), "mlflow": summary["mlflow"]}
     args.out.mkdir(parents=True, exist_ok=True)
-    save_trunk(args.out / TRUNK_FILE, state, dtype=options["dtype"], meta=meta)
+    meta = export_trunk(run_dir / "checkpoint.pt", args.out / TRUNK_FILE, parts=options["parts"],
+                        dtype=options["dtype"], provenance=provenance)
     shutil.copyfile(run_dir / "train_log.csv", args.out / "train_log.csv")
     losses = summary["final_losses_mean_last_20"]
     write_json_atomic(args.out / TRUNK_JSON, {
         "file": TRUNK_FILE, "sha256": file_sha256(args.out / TRUNK_FILE), "dtype": options["dtype"],
         **{k: v for k, v in meta.items() if k not in ("model", "label_map")},
-        "label_map": checkpoint["label_map"], "final_loss_mean_last_20": losses.get("loss"),
+        "label_map": meta["label_map"], "final_loss_mean_last_20": losses.get("loss"),
         "final_losses_mean_last_20": losses,
     }, indent=True)
     print(f"pretrain: wrote {args.out / TRUNK_FILE} ({(args.out / TRUNK_FILE).stat().st_size / 1e6:.1f} MB, "

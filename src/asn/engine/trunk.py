@@ -101,6 +101,33 @@ def save_trunk(path: str | Path, state: Mapping[str, torch.Tensor], *, dtype: st
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+def export_trunk(checkpoint_path: str | Path, out_path: str | Path, *, parts: Iterable[str], dtype: str,
+                 provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the trunk file of a trained plain Mask R-CNN checkpoint; returns its metadata.
+
+    Every tensor of the model is kept, so the trunk is a whole Mask R-CNN whose own AP can be
+    measured (:func:`trunk_model`); only ``parts`` ever transfer (the mask heads are "probe" parts).
+    """
+    from asn.engine.checkpoint import build_model_from_checkpoint
+
+    model, checkpoint = build_model_from_checkpoint(checkpoint_path, torch.device("cpu"))
+    if any(canonical_key(name) != name for name in model.state_dict()):
+        raise InputError(checkpoint_path, "a trunk comes from a plain Mask R-CNN, not from a PANet model")
+    state = _tensor_state(model)
+    run_model = checkpoint["run"]["model"]
+    meta = {
+        "parts": list(check_parts(parts, "trunk parts", str(checkpoint_path))),
+        "probe_parts": sorted({".".join(k.split(".")[1:3]) for k in state if k.startswith("roi_heads.mask_branches.")}),
+        "backbone": run_model["backbone"], "backbone_norm": model.config["backbone_norm"],
+        "head_norm": model.config["head_norm"], "num_classes": int(model.num_classes),
+        "variant": checkpoint["variant"], "label_map": checkpoint["label_map"],
+        "sizes": {key: model.config.get(key) for key in (*SIZE_KEYS, "mask_conv_channels")},
+        "model": run_model, "provenance": dict(provenance),
+    }
+    save_trunk(out_path, state, dtype=dtype, meta=meta)
+    return meta
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
