@@ -70,6 +70,14 @@ def test_checkpoint_to_metrics(trained, tmp_path):
     assert "ap_occ_definition" in metrics and "occlusion_accuracy_definition" in metrics
     predictions = json.loads((out / "predictions.json").read_text())
     assert predictions and all(set(p) >= PREDICTION_KEYS for p in predictions)
+    # the scene order in every detection: ordered ones (score >= eval.order_score_threshold) from
+    # 1 up, the others 0 / 0; the order scores with their definition in the metrics
+    for p in predictions:
+        assert type(p["oco_id"]) is int and type(p["ico_id"]) is int
+        assert (p["ico_id"] >= 1) if p["score"] >= 0.5 else (p["oco_id"], p["ico_id"]) == (0, 0)
+    assert metrics["order_pairs"] > 0 and "order_definition" in metrics
+    assert metrics["order_detections"] == sum(p["score"] >= 0.5 for p in predictions)
+    assert metrics["order_pair_coverage"] is not None and 0 <= metrics["order_pair_coverage"] <= 100
     test_ids = {img["id"] for img in json.loads((world["gt"] / "test_amodal.json").read_text())["images"]}
     assert {p["image_id"] for p in predictions} <= test_ids
     assert (out / "per_class.csv").read_text().startswith("category_id,")
@@ -172,6 +180,7 @@ def test_predict_own_images_png_jpeg_any_size_and_a_broken_one(trained, tmp_path
     predictions = json.loads((out / "predictions.json").read_text())
     assert {p["file_name"] for p in predictions} == {str(shots / "a.png"), str(shots / "b.jpg")}
     assert all(set(p) >= PREDICTION_KEYS for p in predictions)
+    assert all(type(p["oco_id"]) is int and p["ico_id"] >= 1 for p in predictions)  # all kept ones ordered
     sizes = {p["file_name"]: tuple(p["segmentation"]["size"]) for p in predictions}
     assert sizes[str(shots / "b.jpg")] == (120, 300)
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png", "b.png"]

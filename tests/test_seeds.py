@@ -95,3 +95,32 @@ def test_paper_rows_cover_table4_variants():
 
     assert sorted([name for name, _ in PAPER_TABLE4.values()] + [row[0] for row in PAPER_TABLE4_ONLY]) == sorted(paper.TABLE4)
     assert PAPER_TABLE4["mrcnn"] == ("Mask R-CNN", (31.3, 29.3, 26.6))
+
+
+def test_table4_order_columns_beside_their_coverage(tmp_path):
+    """The scene-order columns: mean ± variance of the seeds that have them, (k/n) when some lack
+    them, n/a when none has; coverage beside each accuracy; in the CSV as extra columns."""
+    from asn.eval.seeds import ORDER_METRICS
+
+    for seed, accuracy in enumerate([80.0, 90.0, None]):
+        extra = {} if accuracy is None else {"order_pair_accuracy": accuracy, "order_pair_coverage": 40.0 + seed,
+                                             "order_cluster_accuracy": 50.0, "order_cluster_coverage": 10.0}
+        _write(tmp_path, "mrcnn", seed, 10.0, **extra)
+        _write(tmp_path, "orcnn", seed, 10.0)  # metrics from before the order scores
+    table = build_table(collect(tmp_path, ["mrcnn", "orcnn"], [0, 1, 2]), order_metrics=ORDER_METRICS)
+    markdown = render_markdown(table, title="Table 4", header={}, command="dvc repro aggregate")
+    header = next(line for line in markdown.splitlines() if line.startswith("| Variant | Seeds"))
+    assert header.endswith("| Order acc. (ours) | Pairs matched (ours) | Cluster order (ours) | Clusters matched (ours) |")
+    mrcnn = next(line for line in markdown.splitlines() if "(`mrcnn`)" in line)
+    assert mrcnn.endswith("| 85.0 ± 50.00 (2/3) | 40.5 ± 0.50 (2/3) | 50.0 ± 0.00 (2/3) | 10.0 ± 0.00 (2/3) |")
+    orcnn = next(line for line in markdown.splitlines() if "(`orcnn`)" in line)
+    assert orcnn.endswith("| n/a | n/a | n/a | n/a |")
+    assert "Order columns (ours, percent, no paper counterpart" in markdown
+    assert "| `mrcnn` | 2 | 11.00 | 10.00 | 9.00 | n/a | n/a | n/a | n/a |" in markdown
+    rows = render_csv(table).splitlines()
+    assert rows[0].endswith(",order_cluster_coverage_mean,order_cluster_coverage_variance,order_cluster_coverage_n")
+    line = dict(zip(rows[0].split(","), rows[1].split(",")))
+    assert (line["order_pair_accuracy_mean"], line["order_pair_accuracy_n"]) == ("85.0000", "2")
+    # without order_metrics (the ablation tables) nothing changes
+    plain = build_table(collect(tmp_path, ["mrcnn"], [0, 1, 2]))
+    assert "order_metrics" not in plain and "Order acc." not in render_markdown(plain, title="t", header={}, command="c")

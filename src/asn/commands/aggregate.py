@@ -12,7 +12,9 @@ HELP = """Build a results table from the evaluate stages of params.yaml <table>.
 <table>.seeds (reading <eval>/<variant>-<seed>/metrics.json): per variant Det / Amodal Seg /
 Inmodal Seg AP as mean ± sample variance over the seeds, the number of seeds, the paper's numbers
 (paper-reported on KINS) in side columns, and whether ASN beats its baseline beyond the seed
-spread. Writes OUT/<table>.md, .csv, .json and .png (per-variant AP with every seed), and logs
+spread. Beside them, ours only: the scene-order columns (order_pair_accuracy with its coverage
+order_pair_coverage, order_cluster_accuracy with order_cluster_coverage; asn.eval.order), n/a for
+metrics that lack them. Writes OUT/<table>.md, .csv, .json and .png (per-variant AP with every seed), and logs
 them to MLflow as a parent run of the per-seed runs (experiment <table>)."""
 
 DATA_SOURCES = {"synthetic": "the embedded synthetic world (NOT KINS; synthetic-data results)",
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from asn.config import load_params, section, thaw
-    from asn.eval.seeds import build_table, collect, plot, render_csv, render_markdown
+    from asn.eval.seeds import ORDER_METRICS, build_table, collect, plot, render_csv, render_markdown
     from asn.io import write_json_atomic, write_text_atomic
     from asn.tracking import git_commit
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if len(profiles) != 1:
         raise InputError(args.eval_dir, f"the metrics mix profiles {profiles}; re-run the stale evaluations")
     source = str(thaw(params).get("data", {}).get("source", "synthetic"))
-    table = build_table(per_variant)
+    table = build_table(per_variant, order_metrics=ORDER_METRICS)
     commit = git_commit(paths=["src", "stages", "params.yaml", "dvc.yaml", "pyproject.toml"])
     command = "dvc repro aggregate" if args.table == "table4" else f"asn aggregate --table {args.table} ..."
     header = {"Data": DATA_SOURCES.get(source, source), "Profile": profiles[0],
@@ -86,8 +88,9 @@ def log_table(experiment: str, table: dict, stem: Path) -> None:
                                replace=True, tags={"git_commit": git_commit()})
     if run_id is None:
         return
+    metric_keys = ["det_ap", "amodal_ap", "inmodal_ap", *(key for key, _ in table.get("order_metrics", []))]
     tracker.log_metrics(run_id, {f"{row['variant']}.{key}_mean": row[key]["mean"] for row in table["rows"]
-                                 for key in ("det_ap", "amodal_ap", "inmodal_ap")})
+                                 for key in metric_keys if row.get(key)})
     for row in table["rows"]:
         for child_key in row["mlflow_run_keys"]:
             child = tracker.find_run(experiment, child_key) if child_key else None

@@ -13,13 +13,19 @@ rebuilt from the checkpoint alone and run over every image of the split (predict
 OUT/predictions.json in the DESIGN.md format); with --predictions an existing predictions file is
 scored as it is. Writes OUT/metrics.json: det_ap / amodal_ap / inmodal_ap with their _50 / _75
 forms in percent (COCO AP by pycocotools' rules; eval.engine=faster gives identical numbers),
-occlusion accuracy, ap_occ_<bucket> with its definition, and a `files` block naming the
+occlusion accuracy, ap_occ_<bucket> with its definition, the scene's occlusion order from the
+predictions scored against KINS' oco_id / ico_id (order_pair_accuracy beside order_pair_coverage,
+order_cluster_accuracy beside order_cluster_coverage, with order_definition; eval.order_*), and a
+`files` block naming the
 predictions and the two ground-truth files scored, so anyone can re-score them; and
 OUT/per_class.csv (AP per class); with --checkpoint also OUT/timing.json (model ms per image:
-machine-dependent, so git- and DVC-ignored). Options come from params.yaml `eval:`
+machine-dependent, so git- and DVC-ignored). Each detection of a predictions.json written here
+carries oco_id / ico_id, the scene order rebuilt from the masks (0 / 0: score below
+eval.order_score_threshold, not ordered). Options come from params.yaml `eval:`
 (eval.inference_order: released | paper, the order of the two box passes)."""
 
-EVAL_KEYS = {"engine", "mask_threshold", "batch_size", "workers", "iou_match", "occlusion_buckets", "inference_order"}
+EVAL_KEYS = {"engine", "mask_threshold", "batch_size", "workers", "iou_match", "occlusion_buckets", "inference_order",
+             "order_score_threshold", "order_min_pixels", "order_iou_match"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +67,13 @@ def eval_options(params, source: str) -> dict:
     if options["inference_order"] not in INFERENCE_ORDERS:
         raise InputError(source, f"eval.inference_order: expected one of {list(INFERENCE_ORDERS)}, "
                                  f"got {options['inference_order']!r}")
+    for key in ("order_score_threshold", "order_iou_match"):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise InputError(source, f"eval.{key}: expected a number in [0, 1], got {value!r}")
+    value = options["order_min_pixels"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(source, f"eval.order_min_pixels: expected an integer >= 1, got {value!r}")
     return options
 
 
@@ -84,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
         predictions_path = args.predictions
     metrics = evaluate(predictions_path, amodal_gt, inmodal_gt, engine=options["engine"],
                        occlusion_buckets=options["occlusion_buckets"],
-                       occlusion_threshold=occlusion_threshold, iou_match=float(options["iou_match"]))
+                       occlusion_threshold=occlusion_threshold, iou_match=float(options["iou_match"]),
+                       order_score_threshold=float(options["order_score_threshold"]),
+                       order_min_pixels=int(options["order_min_pixels"]),
+                       order_iou_match=float(options["order_iou_match"]))
     per_class = metrics.pop("per_class", [])
     metrics["run"] = run_info
     metrics["files"]["per_class"] = str(args.out / "per_class.csv")
@@ -102,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(args.out / "metrics.json", metrics, indent=True)
     if "mlflow" in metrics and not args.no_tracking:
         log_evaluation(metrics, args.out)
+    order = metrics.get("order_pair_accuracy")
+    coverage = metrics.get("order_pair_coverage")
     print(f"evaluate: det AP {metrics['det_ap']:.1f}, amodal AP {metrics['amodal_ap']:.1f}, "
-          f"inmodal AP {metrics['inmodal_ap']:.1f} (AP50 {metrics['amodal_ap_50']:.1f} amodal); "
+          f"inmodal AP {metrics['inmodal_ap']:.1f} (AP50 {metrics['amodal_ap_50']:.1f} amodal); order "
+          f"{'n/a' if order is None else f'{order:.1f} %'} of {metrics.get('order_pairs_matched', 0)} matched pairs "
+          f"(coverage {'n/a' if coverage is None else f'{coverage:.1f} %'}); "
           f"wrote {args.out / 'metrics.json'}", file=sys.stderr)
     return 0
 
@@ -115,6 +135,7 @@ def _predict(args, options: dict, predictions_path: Path) -> tuple[dict, float]:
     from asn.engine.checkpoint import build_model_from_checkpoint
     from asn.engine.distributed import resolve_device
     from asn.eval.inference import predict_dataset
+    from asn.eval.order import add_scene_order
     from asn.io import write_json_atomic
 
     device = resolve_device(args.device)
@@ -129,6 +150,8 @@ def _predict(args, options: dict, predictions_path: Path) -> tuple[dict, float]:
         model, dataset, device=device, batch_size=int(options["batch_size"]), workers=int(options["workers"]),
         mask_threshold=float(options["mask_threshold"]), label_to_category=label_to_category,
         progress=not args.no_progress)
+    add_scene_order(results, score_threshold=float(options["order_score_threshold"]),
+                    min_pixels=int(options["order_min_pixels"]))
     write_json_atomic(predictions_path, results)
     # timings go to the log, not to metrics.json (a tracked output is a function of its inputs)
     ms_per_image = model_seconds / max(1, len(dataset)) * 1000

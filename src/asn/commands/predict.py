@@ -13,7 +13,8 @@ HELP = """Run a trained model on your own images: a file, a folder (its *.png / 
 a glob pattern (quote it), any size. The model is rebuilt from the checkpoint alone (variant,
 backbone, class mapping). Writes OUT/predictions.json (the DESIGN.md format: image_id,
 file_name, category_id, bbox = amodal xywh, score, segmentation = amodal RLE,
-inmodal_segmentation, occlusion_score) and OUT/overlays/<name>.png (amodal outline, inmodal
+inmodal_segmentation, occlusion_score, and oco_id / ico_id: the scene's occlusion order rebuilt
+from the masks as KINS 2020 numbers it, see asn.eval.order) and OUT/overlays/<name>.png (amodal outline, inmodal
 fill, class, score and occlusion score). An image that can't be read is reported by name and
 skipped; the exit code is then 1."""
 
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="keep detections scoring at least this (default: %(default)s)")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability cut (default: %(default)s)")
+    parser.add_argument("--order-min-pixels", type=int, default=10,
+                        help="pixel floor of a front relation in the scene order (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     parser.add_argument("--no-overlays", action="store_true", help="write only predictions.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,11 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from asn.engine.distributed import resolve_device
     from asn.eval.predictions import detections_to_results
     from asn.eval.inference import output_to_cpu
+    from asn.eval.order import add_scene_order
     from asn.eval.overlay import draw_predictions, save_png
     from asn.io import write_json_atomic
 
     if not 0.0 <= args.score_threshold <= 1.0:
         raise InputError("--score-threshold", f"must be in [0, 1], got {args.score_threshold}")
+    if args.order_min_pixels < 1:
+        raise InputError("--order-min-pixels", f"must be >= 1, got {args.order_min_pixels}")
     paths = find_images(args.images)
     device = resolve_device(args.device)
     model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
@@ -91,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             keep = output["scores"] >= args.score_threshold
             output = {k: v[keep] for k, v in output.items()}
             entries = detections_to_results(output, image_id, label_to_category, mask_threshold=args.mask_threshold)
+            # every kept detection takes part in the order (they passed --score-threshold)
+            add_scene_order(entries, score_threshold=0.0, min_pixels=args.order_min_pixels)
             for entry in entries:
                 entry["file_name"] = str(path)
             results.extend(entries)

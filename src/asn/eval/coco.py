@@ -12,7 +12,10 @@ ground truth (``<split>_amodal.json``, ``<split>_inmodal.json``):
   ignored, exactly as COCO ignores ground truths outside an area range (the COCOeval subclass
   and the definition are in :mod:`asn.eval.occlusion`);
 - occlusion accuracy of ``occlusion_score`` on detections greedily matched to ground truths
-  (:func:`asn.eval.occlusion.occlusion_accuracy`).
+  (:func:`asn.eval.occlusion.occlusion_accuracy`);
+- the scene's occlusion order from the predictions scored against KINS' ``oco_id`` / ``ico_id``
+  (``order_pair_accuracy`` and its coverage, ``order_cluster_accuracy``;
+  :func:`asn.eval.order.order_scores`, definition ``order_definition`` beside the numbers).
 
 :func:`write_per_class_csv` writes its per-class rows.
 
@@ -42,6 +45,7 @@ from pycocotools import mask as mask_utils
 
 from asn.errors import InputError
 from asn.eval.occlusion import AP_OCC_DEFINITION, bucket_eval_class, normalize_buckets, occlusion_accuracy
+from asn.eval.order import DEFAULT_IOU_MATCH, DEFAULT_MIN_PIXELS, DEFAULT_SCORE_THRESHOLD, order_scores
 from asn.eval.predictions import is_finite_number, load_predictions
 from asn.io import gc_paused, read_json, write_text_atomic
 
@@ -370,6 +374,8 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
              inmodal_gt: str | os.PathLike, *, engine: str = "faster",
              occlusion_buckets: Mapping[str, Sequence[float]] | None = None,
              occlusion_threshold: float = 0.05, iou_match: float = 0.5,
+             order_score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+             order_min_pixels: int = DEFAULT_MIN_PIXELS, order_iou_match: float = DEFAULT_IOU_MATCH,
              workers: int | None = None, timings: dict | None = None) -> dict:
     """Score a predictions file against the normalized ground truth (DESIGN.md 7).
 
@@ -377,7 +383,9 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
     ``_75`` forms (percent); ``stats`` (the 12 COCO stats of each evaluation, as fractions,
     named in ``stats_names``); ``per_class`` rows; ``ap_occ_<bucket>`` (percent) with
     ``ap_occ_definition``, ``ap_occ_buckets`` and ``ap_occ_ground_truths``; the occlusion
-    accuracy block; counts; and ``files``.
+    accuracy block; the order block (``order_*``, :func:`asn.eval.order.order_scores`, with
+    ``order_definition``; order_score_threshold / order_min_pixels / order_iou_match are its
+    settings); counts; and ``files``.
 
     engine: "faster" (faster-coco-eval) or "pycocotools" (unmodified reference), identical
     numbers. occlusion_buckets: name -> [lo, hi) of occlusion ratio (None: the defaults, {}:
@@ -416,7 +424,15 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
     job = _Job(engine, predictions, amodal, inmodal, buckets)
     groups = _groups(names, workers)
     results: dict[str, dict] = {}
+
+    def scene_order() -> dict:
+        return order_scores(predictions, amodal, inmodal, score_threshold=order_score_threshold,
+                            min_pixels=order_min_pixels, iou_match=order_iou_match)
+
     if len(groups) == 1:
+        # before the evaluations, which add their own fields to the ground-truth records
+        order = scene_order()
+        lap("order")
         with gc_paused():
             results.update(job.run(groups[0]))
         lap("evaluations")
@@ -432,6 +448,8 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
                 # The parent's own share while the workers evaluate.
                 occlusion = occlusion_accuracy(predictions, amodal, occlusion_threshold, iou_match)
                 lap("occlusion_accuracy")
+                order = scene_order()
+                lap("order")
                 for part in pending.get():
                     results.update(part)
                 lap("evaluations_after_occlusion_accuracy")
@@ -461,6 +479,7 @@ def evaluate(predictions_path: str | os.PathLike, amodal_gt: str | os.PathLike,
                                    for b, (lo, hi) in buckets.items()}
     out["ap_occ_definition"] = AP_OCC_DEFINITION
     out.update(occlusion)
+    out.update(order)
     out["counts"] = {"images": len(amodal["images"]), "ground_truths": len(amodal["annotations"]),
                      "predictions": len(predictions),
                      "images_with_predictions": len({p["image_id"] for p in predictions})}

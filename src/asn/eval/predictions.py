@@ -3,7 +3,10 @@
 A predictions file is a COCO results list, one entry per detection, with the keys
 PREDICTION_KEYS: ``image_id``, ``category_id``, ``bbox`` (amodal xywh), ``score``,
 ``segmentation`` (amodal compressed RLE), ``inmodal_segmentation`` (compressed RLE) and
-``occlusion_score``.
+``occlusion_score``. Predictions written by ``asn evaluate`` / ``asn predict`` also carry
+``oco_id`` / ``ico_id`` (the scene's occlusion order rebuilt from the masks, KINS 2020 numbering;
+0 / 0 = not ordered, score below the order threshold; :mod:`asn.eval.order`); they are optional
+when reading.
 
 - :func:`masks_to_rles` / :func:`detections_to_results`: one image's model output -> entries
   (``asn evaluate``'s inference and ``asn predict``);

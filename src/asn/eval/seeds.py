@@ -21,6 +21,17 @@ from asn import paper as _paper
 from asn.errors import InputError
 
 METRICS = (("det_ap", "Det"), ("amodal_ap", "Amodal Seg"), ("inmodal_ap", "Inmodal Seg"))
+# The scene-order columns of Table 4 (asn.eval.order, no paper counterpart): each accuracy beside
+# its coverage, so a high accuracy on a few matched pairs reads as what it is.
+ORDER_METRICS = (("order_pair_accuracy", "Order acc."), ("order_pair_coverage", "Pairs matched"),
+                 ("order_cluster_accuracy", "Cluster order"), ("order_cluster_coverage", "Clusters matched"))
+ORDER_NOTE = ("Order columns (ours, percent, no paper counterpart; asn.eval.order, each metrics.json's "
+              "order_definition): Order acc. = share of the overlapping ground-truth pairs whose two instances "
+              "are both matched (amodal mask IoU >= 0.5, one-to-one) where the predicted front/back relation is "
+              "KINS' (ico_id); Pairs matched = share of those pairs matched at all (the coverage); Cluster order "
+              "= share of fully matched KINS clusters whose every pair is right; Clusters matched = share of "
+              "clusters fully matched. n/a: no seed has a value (no matched pair, or metrics from before the "
+              "order scores); (k/n): only k of the n seeds have one.")
 
 # Paper Table 4 (asn.paper.TABLE4, COCO AP in percent on KINS, R50-FPN): our variant -> (the
 # paper's row name, (Det, Amodal Seg, Inmodal Seg)). Shown beside our numbers, never mixed with them.
@@ -98,8 +109,13 @@ def _paper_values(values: Sequence[Any] | Mapping[str, Any], keys: Sequence[str]
 def build_table(per_variant: Mapping[str, list[dict]], paper: Mapping[str, tuple] = PAPER_TABLE4,
                 comparisons: Sequence[tuple[str, str]] = COMPARISONS, *,
                 paper_only: Sequence[tuple] = PAPER_TABLE4_ONLY, paper_source: str = PAPER_TABLE4_SOURCE,
-                paper_label: str = _paper.LABEL_KINS) -> dict[str, Any]:
+                paper_label: str = _paper.LABEL_KINS,
+                order_metrics: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Rows of mean/variance per variant and metric, the paper's numbers, and the comparisons.
+
+    ``order_metrics``: extra ``(key, column name)`` columns of ours only (Table 4 passes
+    ORDER_METRICS): per row ``row[key]`` = seed_stats of the seeds with a number (None when no
+    seed has one) and ``row[key + "_per_seed"]`` the raw values.
 
     ``paper``: ``{variant: (paper row name, values aligned with METRICS, [note])}``; a value may
     be None (the paper prints none). ``paper_only``: ``(name, values, note)`` of paper rows no
@@ -113,6 +129,11 @@ def build_table(per_variant: Mapping[str, list[dict]], paper: Mapping[str, tuple
                                "mlflow_run_keys": [r.get("mlflow", {}).get("run_key") for r in runs]}
         for key, _ in METRICS:
             row[key] = seed_stats([r[key] for r in runs])
+        for key, _ in order_metrics:
+            values = [r.get(key) for r in runs]
+            numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            row[key] = seed_stats(numbers) if numbers else None
+            row[key + "_per_seed"] = [None if v is None else float(v) for v in values]
         if variant in paper:
             entry = paper[variant]
             row["paper_name"] = entry[0]
@@ -132,7 +153,8 @@ def build_table(per_variant: Mapping[str, list[dict]], paper: Mapping[str, tuple
     has_paper = bool(only) or any("paper" in row for row in rows)
     return {"rows": rows, "comparisons": results, "variance": "sample (ddof=1, divisor n-1)",
             "paper_only": only, "paper_source": paper_source if has_paper else None,
-            "paper_label": paper_label, "paper_notes": []}
+            "paper_label": paper_label, "paper_notes": [],
+            **({"order_metrics": [list(m) for m in order_metrics]} if order_metrics else {})}
 
 
 def _paper_cell(value: Any, digits: int = 1) -> str:
@@ -153,6 +175,12 @@ def _cell(stats: Mapping[str, Any]) -> str:
     return f"{stats['mean']:.1f} ± {stats['variance']:.2f}"
 
 
+def _optional_cell(stats: Mapping[str, Any] | None, seeds: int) -> str:
+    if not stats:
+        return "n/a"
+    return _cell(stats) + (f" ({stats['n']}/{seeds})" if stats["n"] < seeds else "")
+
+
 def _verdict(result: Mapping[str, Any]) -> str:
     sign = "higher" if result["difference"] > 0 else "lower"
     beyond = "beyond the seed spread (no overlap)" if result["separated"] else "within the seed spread (seeds overlap)"
@@ -169,9 +197,11 @@ def render_markdown(table: Mapping[str, Any], *, title: str, header: Mapping[str
               f"- **Regenerate**: `{command}`", ""]
     names = [name for _, name in METRICS]
     label = table.get("paper_label", _paper.LABEL_KINS)
+    extra = [tuple(m) for m in table.get("order_metrics", [])]
+    extra_head = "".join(f" {n} (ours) |" for _, n in extra)
     lines.append("| Variant | Seeds | " + " | ".join(f"{n} (ours)" for n in names) + f" | Paper row ({label}) | "
-                 + " | ".join(f"{n} (paper)" for n in names) + " |")
-    lines.append("|" + "---|" * (3 + 2 * len(names)))
+                 + " | ".join(f"{n} (paper)" for n in names) + " |" + extra_head)
+    lines.append("|" + "---|" * (3 + 2 * len(names) + len(extra)))
     for row in table["rows"]:
         ours = [_cell(row[key]) for key, _ in METRICS]
         if "paper" in row:
@@ -183,12 +213,16 @@ def render_markdown(table: Mapping[str, Any], *, title: str, header: Mapping[str
             name = "no paper row" + (f" ({row['paper_note']})" if row.get("paper_note") else "")
             paper_cells = ["–" for _ in METRICS]
         lines.append(f"| {row['name']} (`{row['variant']}`) | {row['seeds']} | " + " | ".join(ours) + f" | {name} | "
-                     + " | ".join(paper_cells) + " |")
+                     + " | ".join(paper_cells) + " |"
+                     + "".join(f" {_optional_cell(row.get(key), row['seeds'])} |" for key, _ in extra))
     for item in table.get("paper_only", []):
         lines.append(f"| paper only: {item['name']}" + (f" — {item['note']}" if item.get("note") else "")
                      + " | – | " + " | ".join("–" for _ in METRICS) + f" | {item['name']} | "
-                     + " | ".join(_paper_cell(item["paper"].get(key)) for key, _ in METRICS) + " |")
+                     + " | ".join(_paper_cell(item["paper"].get(key)) for key, _ in METRICS) + " |"
+                     + " – |" * len(extra))
     lines += ["", paper_footer(table)]
+    if extra:
+        lines += ["", ORDER_NOTE]
     lines += [f"- {note}" for note in table.get("paper_notes", [])]
     lines.append("")
     if table["comparisons"]:
@@ -200,10 +234,14 @@ def render_markdown(table: Mapping[str, Any], *, title: str, header: Mapping[str
     lines += ["## Per-seed values and MLflow runs", "",
               "Each (variant, seed) is one MLflow run tagged `asn.run_key`; search "
               "`tags.\"asn.run_key\" = '<key>'` in the experiment.", "",
-              "| Variant | Seed | " + " | ".join(names) + " | MLflow run key |", "|" + "---|" * (3 + len(names))]
+              "| Variant | Seed | " + " | ".join(names) + "".join(f" {n} |" for _, n in extra)
+              + " MLflow run key |", "|" + "---|" * (3 + len(names) + len(extra))]
     for row in table["rows"]:
         for index, seed in enumerate(row["seed_list"]):
             values = " | ".join(f"{row[key]['values'][index]:.2f}" for key, _ in METRICS)
+            for key, _ in extra:
+                value = row.get(key + "_per_seed", [None] * (index + 1))[index]
+                values += " | " + ("n/a" if value is None else f"{value:.2f}")
             lines.append(f"| `{row['variant']}` | {seed} | {values} | `{row['mlflow_run_keys'][index]}` |")
     return "\n".join(lines) + "\n"
 
@@ -220,6 +258,9 @@ def render_csv(table: Mapping[str, Any]) -> str:
     for key, _ in METRICS:
         head += [f"{key}_mean", f"{key}_variance", f"{key}_min", f"{key}_max", f"{key}_paper_kins"]
     head += ["paper_row", "paper_note"]
+    extra = [tuple(m) for m in table.get("order_metrics", [])]
+    for key, _ in extra:
+        head += [f"{key}_mean", f"{key}_variance", f"{key}_n"]
     writer.writerow(head)
     for row in table["rows"]:
         line = [row["variant"], row["name"], row["seeds"]]
@@ -229,13 +270,17 @@ def render_csv(table: Mapping[str, Any]) -> str:
             line += [f"{stats['mean']:.4f}", "" if stats["variance"] is None else f"{stats['variance']:.4f}",
                      f"{stats['min']:.4f}", f"{stats['max']:.4f}", "" if value is None else f"{value:.1f}"]
         line += [row.get("paper_name", "") if "paper" in row else "", row.get("paper_note", "")]
+        for key, _ in extra:
+            stats = row.get(key)
+            line += (["", "", "0"] if not stats else [
+                f"{stats['mean']:.4f}", "" if stats["variance"] is None else f"{stats['variance']:.4f}", str(stats["n"])])
         writer.writerow(line)
     for item in table.get("paper_only", []):
         line = ["", item["name"], 0]
         for key, _ in METRICS:
             value = item["paper"].get(key)
             line += ["", "", "", "", "" if value is None else f"{value:.1f}"]
-        writer.writerow(line + [item["name"], item.get("note", "")])
+        writer.writerow(line + [item["name"], item.get("note", "")] + ["", "", "0"] * len(extra))
     return buffer.getvalue()
 
 
