@@ -264,3 +264,51 @@ def test_add_scene_order_matches_kins_numbering(synthetic_gt):
                 assert any(members <= group for oco, group in kins.items() if oco), (members, kins)
     empty = order.add_scene_order([], score_threshold=0.5)
     assert empty == []
+
+
+# ------------------------------------------------------------------------------------------
+# Pictures: order digits (Figure 3) and the layered view (Figure 1(c))
+# ------------------------------------------------------------------------------------------
+
+def test_order_digits_are_drawn_on_the_visible_part():
+    from asn.eval.overlay import draw_predictions
+
+    (a, ia), (b, ib) = two_cars(10)
+    image = np.full((H, W, 3), 60, np.uint8)
+    amodal, inmodal = np.stack([a, b]), np.stack([ia, ib])
+    plain = np.asarray(draw_predictions(image, amodal, inmodal, ["", ""], [0.9, 0.8], None))
+    digits = np.asarray(draw_predictions(image, amodal, inmodal, ["", ""], [0.9, 0.8], None, orders=[1, 2]))
+    changed = np.any(plain != digits, axis=2)
+    assert changed.sum() > 10
+    ys, xs = np.nonzero(changed)
+    # B's digit sits around B's visible part (columns 20-29), A's around A's (0-19)
+    assert xs.min() < 15 and xs.max() > 20
+    with pytest.raises(ValueError, match="orders"):
+        draw_predictions(image, amodal, inmodal, ["", ""], [0.9, 0.8], None, orders=[1])
+
+
+def test_layered_view_near_covers_far_and_far_is_darker():
+    from asn.eval.overlay import PALETTE, draw_layers, layer_shades
+
+    (a, ia), (b, ib) = two_cars(10)
+    image = np.full((H, W, 3), 60, np.uint8)
+    picture = np.asarray(draw_layers(image, np.stack([a, b]), [1, 2], digits=False)).astype(int)
+    assert layer_shades([1, 2]).tolist() == pytest.approx([1.0, 0.3])
+    assert layer_shades([1, 1]).tolist() == [1.0, 1.0] and layer_shades([]).size == 0
+    shared, far_only = (5, 15), (5, 25)  # (row, column) inside both masks; inside B only
+    assert picture[shared].tolist() == PALETTE[0].astype(int).tolist()  # A, the near one, on top
+    assert picture[far_only].tolist() == (PALETTE[1] * np.float32(0.3)).astype(int).tolist()
+    assert picture[far_only].sum() < PALETTE[1].sum()
+    assert picture[15, 55].tolist() == [21, 21, 21]  # the background, dimmed grey
+    swapped = np.asarray(draw_layers(image, np.stack([a, b]), [2, 1], digits=False)).astype(int)
+    assert swapped[shared].tolist() == PALETTE[1].astype(int).tolist()  # now B is in front
+
+
+def test_scene_figure_puts_ground_truth_beside_predictions():
+    from asn.eval.overlay import scene_figure
+
+    (a, ia), (b, ib) = two_cars(10)
+    image = np.full((H, W, 3), 60, np.uint8)
+    panel = ("truth", np.stack([a, b]), np.stack([ia, ib]), ["car", "car"], [1.0, 1.0], [1, 2])
+    sheet = scene_figure(image, [panel, ("model", *panel[1:])])
+    assert sheet.size == (2 * W + 4, 16 + 2 * H + 4)

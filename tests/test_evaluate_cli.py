@@ -184,6 +184,7 @@ def test_predict_own_images_png_jpeg_any_size_and_a_broken_one(trained, tmp_path
     sizes = {p["file_name"]: tuple(p["segmentation"]["size"]) for p in predictions}
     assert sizes[str(shots / "b.jpg")] == (120, 300)
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (out / "layers").iterdir()) == ["a.png", "b.png"]  # Figure 1(c) views
     with Image.open(out / "overlays" / "b.png") as overlay:
         assert overlay.size == (300, 120)
     # a glob pattern selects the same way; no image at all is a one-line error

@@ -14,8 +14,10 @@ a glob pattern (quote it), any size. The model is rebuilt from the checkpoint al
 backbone, class mapping). Writes OUT/predictions.json (the DESIGN.md format: image_id,
 file_name, category_id, bbox = amodal xywh, score, segmentation = amodal RLE,
 inmodal_segmentation, occlusion_score, and oco_id / ico_id: the scene's occlusion order rebuilt
-from the masks as KINS 2020 numbers it, see asn.eval.order) and OUT/overlays/<name>.png (amodal outline, inmodal
-fill, class, score and occlusion score). An image that can't be read is reported by name and
+from the masks as KINS 2020 numbers it, see asn.eval.order), OUT/overlays/<name>.png (amodal
+outline, inmodal fill, class, score, occlusion score and each detection's order digit, as the
+paper's Figure 3) and OUT/layers/<name>.png (the layered view of Figure 1(c): amodal masks near to
+far, darker the farther). An image that can't be read is reported by name and
 skipped; the exit code is then 1."""
 
 SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--order-min-pixels", type=int, default=10,
                         help="pixel floor of a front relation in the scene order (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
-    parser.add_argument("--no-overlays", action="store_true", help="write only predictions.json")
+    parser.add_argument("--no-overlays", action="store_true", help="write only predictions.json (no overlays, no layered views)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from asn.eval.predictions import detections_to_results
     from asn.eval.inference import output_to_cpu
     from asn.eval.order import add_scene_order
-    from asn.eval.overlay import draw_predictions, save_png
+    from asn.eval.overlay import draw_layers, draw_predictions, save_png
     from asn.io import write_json_atomic
 
     if not 0.0 <= args.score_threshold <= 1.0:
@@ -106,13 +108,15 @@ def run(args: argparse.Namespace) -> int:
                 amodal = (output["amodal_masks"][:, 0] >= args.mask_threshold).numpy()
                 inmodal = (output["inmodal_masks"][:, 0] >= args.mask_threshold).numpy()
                 names = [KINS_CATEGORIES[label_to_category[int(l)]][0] for l in output["labels"]]
+                orders = [int(entry["ico_id"]) for entry in entries]
                 overlay = draw_predictions(rgb, amodal, inmodal, names, output["scores"].tolist(),
-                                           output["occlusion_scores"].tolist())
+                                           output["occlusion_scores"].tolist(), orders=orders)
                 # two inputs with the same stem (from different folders) get distinct overlays
                 count = names_seen.get(path.stem, 0)
                 names_seen[path.stem] = count + 1
                 stem = path.stem if count == 0 else f"{path.stem}-{count}"
                 save_png(overlay, args.out / "overlays" / f"{stem}.png")
+                save_png(draw_layers(rgb, amodal, orders), args.out / "layers" / f"{stem}.png")
     write_json_atomic(args.out / "predictions.json", results)
     print(f"predict: {len(results)} detections on {len(paths) - len(failed)} images; wrote {args.out}"
           + (f"; {len(failed)} unreadable image(s) skipped" if failed else ""), file=sys.stderr)
