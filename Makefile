@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test install bench ui prefect prefect-stop prefect-status clean-venv help
+.PHONY: run test install bench ui view prefect prefect-stop prefect-status clean-venv help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -40,6 +40,17 @@ ui: $(STAMP)  ## browse the MLflow runs (mlflow ui on 127.0.0.1:UI_PORT, default
 	@case "$(MLFLOW_STORE)" in http*) echo "MLFLOW_TRACKING_URI is a server: open $(MLFLOW_STORE)"; exit 0;; esac; \
 	echo "MLflow UI at http://127.0.0.1:$(UI_PORT) (store $(MLFLOW_STORE)); Ctrl-C stops it"; \
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_STORE)" --host 127.0.0.1 --port $(UI_PORT)
+
+# The static viewer (asn view): the test split's images, ground truth and VIEW_RUN's predictions,
+# with the scene-order figures of the first VIEW_FIGURES images for the report (reports/figures).
+VIEW_RUN ?= reports/eval/mrcnn_asn-0
+VIEW_PORT ?= 8000
+VIEW_FIGURES ?= 3
+view: $(STAMP)  ## build the browser viewer of VIEW_RUN (default reports/eval/mrcnn_asn-0) into reports/view and serve it on 127.0.0.1:VIEW_PORT (default 8000)
+	$(BIN)/asn view --gt data/normalized --split test --images data/raw/testing/image_2 --run $(VIEW_RUN) \
+		--out reports/view --figures $(VIEW_FIGURES) --figures-out reports/figures
+	@echo "viewer: http://127.0.0.1:$(VIEW_PORT)/index.html (or open file://$(CURDIR)/reports/view/index.html); Ctrl-C stops the server"
+	$(BIN)/python -m http.server $(VIEW_PORT) --bind 127.0.0.1 --directory reports/view
 
 bench: $(STAMP)  ## run the benchmark scripts; JSON lands in reports/bench/
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -148,3 +148,17 @@ def test_table3_two_stage_layout_with_paper_columns(tmp_path):
     assert "| mean pairwise (between annotators) (ours) | 0.8000 | 0.9000 |" in text
     assert "IoU with the released annotation `data/normalized/train_amodal.json`" in text
     assert text.index("annmv2 (paper)") < text.index("| Annotation | stage 1 | stage 2 |")
+
+
+def test_scene_order_figures_are_shown_when_make_view_wrote_them(tmp_path):
+    _stats(tmp_path / "reports" / "stats")
+    args = ["report", "--stats", str(tmp_path / "reports" / "stats"), "--tables", str(tmp_path / "reports" / "tables"),
+            "--out", str(tmp_path / "reports" / "README.md")]
+    assert main(args) == 0
+    assert "## Scene order" not in (tmp_path / "reports" / "README.md").read_text()
+    figures = tmp_path / "reports" / "figures"
+    figures.mkdir()
+    (figures / "000001.png").write_bytes(b"png")
+    assert main(args) == 0
+    text = (tmp_path / "reports" / "README.md").read_text()
+    assert "## Scene order: ground truth beside predictions" in text and "![000001](figures/000001.png)" in text

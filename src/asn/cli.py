@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "reports/README.md: every table and figure with data source, profile, seeds, commit, command"),
     "runs": ("runs", "list the MLflow runs of an experiment, or find the run behind a metrics.json"),
     "predict": ("predict", "checkpoint + your own images -> predictions JSON and overlay PNGs"),
+    "view": ("view", "a static browser viewer of a split's images, ground truth and predictions (HTML + JS)"),
     "sceneflow": ("sceneflow", "Table 8: scene flow without / with our models' instance masks / with ground-truth masks"),
     "sceneflow-eval": ("sceneflow_eval", "KITTI 2015 scene flow errors D1 / D2 / Fl / SF, devkit rules (Table 8)"),
 }

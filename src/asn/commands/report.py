@@ -170,7 +170,23 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
     lines += _table3_section(stats_dir, paper)
     lines += _figure4c_section(summary, paper)
     lines += _model_summary(table4, sweeps, base, tables_dir)
+    lines += _scene_order_figures(base / "figures", base)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _scene_order_figures(folder: Path, base: Path) -> list[str]:
+    """The scene-order pictures `make view` writes (asn view --figures), when there are any."""
+    pictures = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not pictures:
+        return []
+    lines = ["## Scene order: ground truth beside predictions (Figures 1(c) and 3 style)", "",
+             "Top: inmodal fill, amodal outline and each instance's order digit (KINS' ico_id for the ground "
+             "truth, the order rebuilt from the masks for the predictions, asn.eval.order). Bottom: the layered "
+             "view, amodal masks near to far, darker the farther. Regenerate: `make view` (asn view --figures); "
+             "browse every image: `make view`.", ""]
+    for path in pictures:
+        lines += [f"![{path.stem}]({_rel(path, base)})", ""]
+    return lines
 
 
 def _paper_note(item: Optional[str], label: Optional[str] = None) -> str:
