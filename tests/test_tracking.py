@@ -132,6 +132,10 @@ def test_train_then_evaluate_fill_one_run(store, tmp_path):
     history = mlflow_client.get_metric_history(found.info.run_id, "loss")
     assert [m.step for m in history] == list(range(1, 9))
     assert found.data.metrics["amodal_ap"] == pytest.approx(metrics["amodal_ap"])
+    # the scene-order scores land in MLflow too (a null accuracy, no matched pair, is not logged)
+    assert found.data.metrics["order_pairs"] == metrics["order_pairs"] > 0
+    for key in ("order_pair_accuracy", "order_pair_coverage", "order_cluster_accuracy", "order_cluster_coverage"):
+        assert found.data.metrics.get(key) == (None if metrics[key] is None else pytest.approx(metrics[key])), key
     artifacts = {a.path for folder in ("train", "checkpoint", "eval")
                  for a in mlflow_client.list_artifacts(found.info.run_id, folder)}
     assert {"train/train_log.csv", "checkpoint/checkpoint.pt", "eval/metrics.json", "eval/per_class.csv"} <= artifacts
