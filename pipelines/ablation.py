@@ -9,6 +9,13 @@ asn.eval.seeds (mean ± sample variance over seeds) and logs it as the parent ru
 The sweep logic (definitions in params.yaml `sweeps:`, validation, cache keys, the table) lives
 in asn.sweeps; this file is the orchestration only.
 
+A job that is the same model as a Table 4 model of the DVC pipeline (asn.sweeps.table4_reuse:
+the same params hash, trunk included, and train data hash in `models/<variant>-<seed>/checkpoint.pt`,
+which dvc.lock records as up to date) is not trained again: it takes that checkpoint, and its
+`reports/eval/<variant>-<seed>/metrics.json` when they score the same eval options; the table
+marks those rows (`--no-reuse` / reuse_table4=False trains everything). The table's header and
+JSON give the flow run's wall time and how each job came about (trained, reused, cached).
+
 Task options:
 - caching: keyed on the task's source plus asn.sweeps' job identity (params hash of the
   resolved run, eval options, train and test data hashes, the code of asn train / evaluate, arm,
@@ -36,6 +43,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -127,24 +135,45 @@ def _run_asn(argv: list[str], what: str, logger) -> None:
     retry_condition_fn=_is_transient,
 )
 def train_evaluate(arm: str, seed: int, job: dict[str, Any]) -> dict[str, Any]:
-    """Train one (arm, seed) and evaluate it; returns its metrics.json and where its files are."""
+    """Train one (arm, seed) and evaluate it; returns its metrics.json and where its files are.
+
+    A job that is a Table 4 model (``job["reuse"]``, decided by asn.sweeps.table4_reuse) is not
+    trained: it takes that checkpoint, and its metrics.json too when they apply, else it
+    evaluates the checkpoint into its own folder."""
     from prefect.runtime import task_run
 
     logger = get_run_logger()
-    # a retry continues the interrupted training from its last checkpoint
-    resume = int(task_run.run_count or 1) > 1
-    train_argv = list(job["train_argv"]) + (["--resume"] if resume else [])
-    _run_asn(train_argv, f"train {arm} seed {seed}", logger)
-    _run_asn(list(job["evaluate_argv"]), f"evaluate {arm} seed {seed}", logger)
+    start = time.perf_counter()
+    reuse = job.get("reuse")
     model_dir, eval_dir = Path(job["model_dir"]), Path(job["eval_dir"])
+    if reuse is None:
+        # a retry continues the interrupted training from its last checkpoint
+        resume = int(task_run.run_count or 1) > 1
+        train_argv = list(job["train_argv"]) + (["--resume"] if resume else [])
+        _run_asn(train_argv, f"train {arm} seed {seed}", logger)
+    else:
+        model_dir = Path(reuse["checkpoint"]).parent
+        logger.info("%s seed %s: reused from Table 4 %s (same params hash and train data hash; not trained again)",
+                    arm, seed, reuse["name"])
+    if reuse is not None and reuse.get("metrics"):
+        eval_dir = Path(reuse["metrics"]).parent
+        logger.info("%s seed %s: Table 4's metrics of %s apply as they are (%s)", arm, seed, reuse["name"],
+                    reuse["metrics"])
+    else:
+        if reuse is not None and reuse.get("note"):
+            logger.info("%s seed %s: evaluating the reused checkpoint again: %s", arm, seed, reuse["note"])
+        _run_asn(list(job["evaluate_argv"]), f"evaluate {arm} seed {seed}", logger)
     metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
-    summary = json.loads((model_dir / "train_summary.json").read_text(encoding="utf-8"))
-    if job.get("params_hash") and summary.get("params_hash") != job["params_hash"]:
+    summary_path = model_dir / "train_summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() or reuse is None else {}
+    if job.get("params_hash") and summary and summary.get("params_hash") != job["params_hash"]:
         logger.warning("%s seed %s: trained with params hash %s, the flow predicted %s (device or AMP differ?)",
                        arm, seed, str(summary.get("params_hash"))[:12], job["params_hash"][:12])
     return {"arm": arm, "seed": seed, "variant": job["variant"], "model_dir": str(model_dir),
             "eval_dir": str(eval_dir), "params_hash": summary.get("params_hash"),
-            "data_hash": summary.get("data_hash"), "metrics": metrics}
+            "data_hash": summary.get("data_hash"), "metrics": metrics,
+            "reused_from": reuse["name"] if reuse else None, "reused_metrics": bool(reuse and reuse.get("metrics")),
+            "reuse_note": (reuse or {}).get("note") or "", "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _flow_run_label() -> str:
@@ -172,6 +201,10 @@ def ablation(
     reports_dir: str = "reports/tables",
     max_parallel: int = 1,
     tracking: bool = True,
+    reuse_table4: bool = True,
+    table4_models: str = "models",
+    table4_eval: str = "reports/eval",
+    dvc_lock: str = "dvc.lock",
 ) -> dict[str, Any]:
     """Train and evaluate every (arm, seed) of a sweep, then write its table and MLflow parent run.
 
@@ -190,21 +223,36 @@ def ablation(
         reports_dir: where <table>.md/.csv/.json/.png go.
         max_parallel: jobs running at once (each trains in its own process).
         tracking: log to MLflow (store: MLFLOW_TRACKING_URI, else ./mlflow.db).
+        reuse_table4: a job that is the same model as a Table 4 model of the DVC pipeline (same
+            params hash and train data hash in its checkpoint, which dvc.lock records as up to
+            date) reuses it instead of training (asn.sweeps.table4_reuse); the table says so.
+        table4_models, table4_eval, dvc_lock: where those models, their metrics and dvc.lock are.
     """
     from asn import sweeps
     from asn.errors import InputError
 
     logger = get_run_logger()
+    started = time.perf_counter()
     if not isinstance(max_parallel, int) or not 1 <= max_parallel <= MAX_THREADS:
         raise InputError(sweeps.SOURCE, f"max_parallel: expected 1..{MAX_THREADS}, got {max_parallel!r}")
     plan = sweeps.plan(table=table, variants=variants, seeds=seeds, overrides=overrides, profile=profile,
                        params_path=params_path, gt_dir=gt_dir, images_dir=images_dir,
                        test_images_dir=test_images_dir, out_dir=out_dir, reports_dir=reports_dir,
-                       tracking=tracking, trunk=trunk)
+                       tracking=tracking, trunk=trunk,
+                       reuse_from=sweeps.Table4Models(models_dir=Path(table4_models), eval_dir=Path(table4_eval),
+                                                      lock=Path(dvc_lock)) if reuse_table4 else None)
     for arm, keys in sweeps.shadowed_overrides(plan).items():
         logger.warning("arm %s sets %s itself: the flow's overrides of these keys do not apply to it", arm, keys)
     logger.info("%s: %d arms x %d seeds = %d jobs, at most %d at a time, into %s",
                 table, len(plan.sweep.arms), len(plan.sweep.seeds), len(plan.jobs), max_parallel, plan.out_dir)
+
+    reused = [job for job in plan.jobs if job.reuse is not None]
+    if reuse_table4:
+        logger.info("%d of %d jobs reuse a Table 4 model (%d with its metrics)", len(reused), len(plan.jobs),
+                    sum(1 for job in reused if job.reuse.metrics is not None))
+        for job in plan.jobs:
+            if job.reuse is None and job.reuse_note and not job.reuse_note.startswith("no Table 4 model"):
+                logger.info("%s seed %s is trained: %s", job.arm.name, job.seed, job.reuse_note)
 
     futures, running = [], []
     for job in plan.jobs:
@@ -214,7 +262,8 @@ def ablation(
         payload = {"cache_key": job.cache_key, "variant": job.arm.variant, "model_dir": str(job.model_dir),
                    "eval_dir": str(job.eval_dir), "params_hash": job.identity.get("params_hash"),
                    "train_argv": sweeps.train_argv(plan, job, tracking=tracking),
-                   "evaluate_argv": sweeps.evaluate_argv(plan, job, tracking=tracking)}
+                   "evaluate_argv": sweeps.evaluate_argv(plan, job, tracking=tracking),
+                   "reuse": job.reuse.as_dict() if job.reuse is not None else None}
         future = train_evaluate.submit(job.arm.name, job.seed, payload)
         futures.append((job, future))
         running.append(future)
@@ -233,10 +282,12 @@ def ablation(
         raise RuntimeError(f"{len(failed)} of {len(futures)} jobs failed; no table written: " + "; ".join(failed))
     logger.info("%d of %d jobs served from the cache", len(cached), len(futures))
 
-    written = sweeps.write_table(plan, results, flow_run=_flow_run_label(), tracking=tracking)
-    logger.info("wrote %s and %s", written["md"], written["csv"])
+    timing = sweeps.timing_summary(results, wall_s=time.perf_counter() - started, cached=cached)
+    written = sweeps.write_table(plan, results, flow_run=_flow_run_label(), tracking=tracking, timing=timing)
+    logger.info("wrote %s and %s; %s", written["md"], written["csv"], sweeps.timing_line(timing))
     return {"table": table, "md": written["md"], "csv": written["csv"], "json": written["json"],
-            "png": written["png"], "jobs": len(futures), "cached": cached,
+            "png": written["png"], "jobs": len(futures), "cached": cached, "timing": timing,
+            "reused": [f"{r['arm']}-{r['seed']}" for r in results if r.get("reused_from")],
             "runs": [{"arm": r["arm"], "seed": r["seed"], "model_dir": r["model_dir"], "eval_dir": r["eval_dir"],
                       "amodal_ap": r["metrics"].get("amodal_ap")} for r in results]}
 
@@ -262,6 +313,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--reports", default="reports/tables", help="table folder (default: %(default)s)")
     parser.add_argument("--max-parallel", type=int, default=1, help="jobs at once (default: %(default)s)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="train every job, even one that is the same model as a Table 4 model of the DVC pipeline")
+    parser.add_argument("--table4-models", default="models", help="the Table 4 models (default: %(default)s)")
+    parser.add_argument("--table4-eval", default="reports/eval", help="their metrics (default: %(default)s)")
+    parser.add_argument("--dvc-lock", default="dvc.lock", help="dvc.lock recording them (default: %(default)s)")
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.overrides:
@@ -278,11 +334,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         result = ablation(table=args.table, variants=args.variants, seeds=args.seeds, overrides=overrides or None,
                           profile=args.profile, params_path=args.params, gt_dir=args.gt, images_dir=args.images,
                           test_images_dir=args.test_images, trunk=args.trunk, out_dir=args.out,
-                          reports_dir=args.reports, max_parallel=args.max_parallel, tracking=not args.no_tracking)
+                          reports_dir=args.reports, max_parallel=args.max_parallel, tracking=not args.no_tracking,
+                          reuse_table4=not args.no_reuse, table4_models=args.table4_models,
+                          table4_eval=args.table4_eval, dvc_lock=args.dvc_lock)
     except AsnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"asn-ablation: {result['jobs']} jobs ({len(result['cached'])} from the cache); wrote {result['md']}")
+    print(f"asn-ablation: {result['jobs']} jobs ({len(result['cached'])} from the cache, {len(result['reused'])} "
+          f"reused from Table 4) in {result['timing']['wall_s']} s; wrote {result['md']}")
     return 0
 
 

@@ -77,10 +77,13 @@ def test_table6_arms_and_occlusion_accuracy():
     from asn import sweeps
 
     plan = sweeps.plan(table="table6", params_path=PARAMS, hash_data=False)
-    thresholds = [sets_of(a)["model.occlusion_threshold"] for a in plan.sweep.arms]
-    assert thresholds == [0.0, 0.05, 0.15, 0.20] and {a.variant for a in plan.sweep.arms} == {"mrcnn_asn"}
+    # the paper's first row: Mask R-CNN without OC (MR), then the thresholds on ASN
+    first, *arms = plan.sweep.arms
+    assert (first.name, first.variant, first.overrides) == ("no_oc", "mrcnn", ())
+    thresholds = [sets_of(a)["model.occlusion_threshold"] for a in arms]
+    assert thresholds == [0.0, 0.05, 0.15, 0.20] and {a.variant for a in arms} == {"mrcnn_asn"}
     assert plan.sweep.extra_metrics == ("occlusion_accuracy",)
-    assert len(plan.jobs) == 4 * 5 and plan.sweep.seeds == (0, 1, 2, 3, 4)
+    assert len(plan.jobs) == 5 * 5 and plan.sweep.seeds == (0, 1, 2, 3, 4)
 
 
 def test_table7_arms_follow_the_paper_rows():
@@ -122,8 +125,8 @@ def test_custom_sweep_seeds_overrides_and_commands(tmp_path):
     # an override the arm sets itself is reported (the arm wins)
     table6 = sweeps.plan(table="table6", params_path=PARAMS, hash_data=False,
                          overrides={"model.occlusion_threshold": 0.3})
-    assert sweeps.shadowed_overrides(table6) == {a.name: ["model.occlusion_threshold"] for a in table6.sweep.arms}
-    assert sets_of(table6.sweep.arms[0])["model.occlusion_threshold"] == 0.0
+    assert sweeps.shadowed_overrides(table6) == {a.name: ["model.occlusion_threshold"] for a in table6.sweep.arms[1:]}
+    assert sets_of(table6.sweep.arms[1])["model.occlusion_threshold"] == 0.0
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -291,6 +294,33 @@ def test_flow_trains_evaluates_tables_and_caches(world, harness, tracked, tmp_pa
     assert all("amodal_ap" in r.data.metrics for r in children)
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "table")}
     assert {"table/custom.md", "table/custom.csv"} <= artifacts
+
+
+@pytest.mark.slow
+def test_flow_reuses_a_table4_model_and_says_so(world, harness, tracked, tmp_path):
+    """A job that is a Table 4 model is not trained: its checkpoint and metrics are taken, the table
+    marks the row and gives the flow run's wall time; the other job trains; a second run is cached."""
+    from test_sweeps_reuse import _project
+
+    (tmp_path / "trunk.pt").write_bytes(b"unused: TINY trains from scratch")
+    models = _project(world, tmp_path, variants=("mrcnn",), overrides=TINY)
+    ablation = load_pipeline().ablation
+    kwargs = dict(table="custom", variants=["mrcnn", "mrcnn_asn"], seeds=[0], overrides=TINY,
+                  params_path=str(PARAMS), gt_dir=str(world["gt"]), images_dir=str(world["train_images"]),
+                  test_images_dir=str(world["test_images"]), out_dir=str(tmp_path / "runs"),
+                  reports_dir=str(tmp_path / "tables"), table4_models=str(models.models_dir),
+                  table4_eval=str(models.eval_dir), dvc_lock=str(models.lock), tracking=False)
+    first = ablation(**kwargs)
+    assert first["reused"] == ["mrcnn-0"] and first["cached"] == []
+    assert not (tmp_path / "runs" / "mrcnn-0").exists() and (tmp_path / "runs" / "mrcnn_asn-0" / "checkpoint.pt").is_file()
+    runs = {r["arm"]: r for r in first["runs"]}
+    assert runs["mrcnn"]["eval_dir"] == str(models.eval_dir / "mrcnn-0") and runs["mrcnn"]["amodal_ap"] == 2.0
+    data = json.loads(Path(first["json"]).read_text())
+    assert data["timing"]["reused"] == 1 and data["timing"]["trained"] == 1 and data["timing"]["wall_s"] > 0
+    text = Path(first["md"]).read_text()
+    assert "reused from Table 4 `mrcnn-<seed>` (seeds 0; checkpoint and metrics)" in text and "**Wall time**" in text
+    second = ablation(**kwargs)
+    assert sorted(second["cached"]) == ["mrcnn-0", "mrcnn_asn-0"] and second["reused"] == ["mrcnn-0"]
 
 
 @pytest.mark.slow

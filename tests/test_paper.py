@@ -99,14 +99,20 @@ def test_table6_rows_by_threshold_and_occlusion_accuracy_in_percent():
     assert rows["occ_0.05"]["paper"]["occlusion_accuracy"] == pytest.approx(87.2)  # printed 0.872
     assert rows["occ_0.20"]["paper"]["det_ap"] == 31.2
     assert "this arm adds MLC" in rows["occ_0.00"]["paper_note"]  # ours are mrcnn_asn, the paper's MR + OC
-    # the paper's MR row (Mask R-CNN without OC) has no arm in this sweep: paper-only
-    assert [item["name"] for item in table["paper_only"]] == ["MR"]
+    # the paper's first row, MR (Mask R-CNN without OC), is the arm no_oc; no paper-only row is left
+    assert rows["no_oc"]["paper_name"] == "MR" and rows["no_oc"]["paper"]["occlusion_accuracy"] == pytest.approx(86.6)
+    assert table["paper_only"] == []
     assert "| `occ_0.05` | 1 | 80.0 ± n/a | 80.00 | MR + OC(5%) | 87.2 |" in text
-    assert "| paper only: MR | – | – | – | MR | 86.6 |" in text
+    assert "| `no_oc` | 1 | 80.0 ± n/a | 80.00 | MR | 86.6 |" in text
     csv_text = sweeps.render_csv(sweep, table).splitlines()
     assert csv_text[0].endswith("occlusion_accuracy_mean,occlusion_accuracy_variance,occlusion_accuracy_n,"
                                 "occlusion_accuracy_paper_kins")
-    assert csv_text[2].endswith(",80.0000,,1,87.2") and csv_text[-1].endswith(",,,0,86.6")
+    assert csv_text[1].endswith(",80.0000,,1,86.6") and csv_text[3].endswith(",80.0000,,1,87.2")
+    # without the MR arm, the paper's MR row is shown as paper-only
+    _, table, text, _ = _table("table6", [a for a in sweep.arms if a.name != "no_oc"])
+    assert [item["name"] for item in table["paper_only"]] == ["MR"]
+    assert "| paper only: MR | – | – | – | MR | 86.6 |" in text
+    assert sweeps.render_csv(sweep, table).splitlines()[-1].endswith(",,,0,86.6")
     # an mrcnn arm is the MR row; an mrcnn_oc arm at 15 % is MR + OC(15%) without a caveat
     _, table, _, rows = _table("table6", [sweeps.Arm(name="mr", variant="mrcnn"), sweeps.Arm(
         name="oc15", variant="mrcnn_oc", overrides=("model.occlusion_threshold=0.15",))])

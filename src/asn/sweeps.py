@@ -15,8 +15,14 @@ the rules are testable without a server:
   options, the data hashes of the train and test splits, the source of the code the two
   commands run (like the ``deps`` of the DVC stages) with the torch versions, the arm, the seed,
   the table (the MLflow experiment) and the output folders.
+- :func:`table4_reuse`: a job that is the same model as a Table 4 model of the DVC pipeline (the
+  same params hash, trunk included, and the same train data hash, read from the checkpoint; the
+  checkpoint is the one dvc.lock records, and DVC would not rebuild it) reuses that checkpoint
+  instead of training, and its metrics.json too when they score the job's eval options on the
+  same test data; the table marks those rows.
 - :func:`write_table` aggregates the per-seed metrics with :mod:`asn.eval.seeds` (mean and
-  sample variance over seeds) into ``<reports>/<table>.md/.csv/.json/.png``.
+  sample variance over seeds) into ``<reports>/<table>.md/.csv/.json/.png``, with the wall time
+  of the flow run.
 
 Override precedence, lowest first: params.yaml, the ``profile`` argument, the flow's
 ``overrides``, the sweep's ``set`` (common to its arms), the arm's ``set``.
@@ -77,10 +83,17 @@ class Job:
     model_dir: Path
     eval_dir: Path
     identity: Mapping[str, Any] = field(default_factory=dict)
+    reuse: Optional["Reuse"] = None  # the Table 4 model this job is (not trained again), see table4_reuse
+    reuse_note: str = ""            # why it is not reused (when a Table 4 model of its variant and seed exists)
 
     @property
     def cache_key(self) -> str:
         return hash_json(self.identity)
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint this job's evaluation scores: its own, or the reused Table 4 one."""
+        return self.reuse.checkpoint if self.reuse is not None else self.model_dir / "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -307,6 +320,252 @@ def trunk_hash(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# reuse of the Table 4 models of the DVC pipeline
+# ----------------------------------------------------------------------------------------------
+# An arm can be the very model a Table 4 stage trains (Table 5's "amodal + inmodal" = mrcnn and
+# MLC(1, 1) = mrcnn_asn, Table 6's 5 % and Table 7's 1111 = mrcnn_asn, Table 6's MR = mrcnn). Such
+# a job takes the Table 4 checkpoint instead of training it again, when its identity is proven by
+# hashes, never by a name:
+#   1. models/<variant>-<seed>/checkpoint.pt holds the params hash and train data hash this job
+#      would write (asn.engine.train stores both; the params hash covers the resolved model,
+#      schedule, seed, AMP and the trunk's sha256) and is complete (iteration = its schedule);
+#   2. dvc.lock's stage train@<variant>-<seed> records exactly this file (md5 of its outs) and every
+#      dependency it lists (code, data, trunk) still has the recorded md5: DVC would not rebuild it.
+# Its metrics.json is reused as well when, in the same way, reports/eval/<variant>-<seed>/metrics.json
+# names that checkpoint's hashes, dvc.lock's evaluate@<variant>-<seed> records this file and this
+# checkpoint, its dependencies (test data, evaluation code) are unchanged and its `eval` params are
+# the job's eval options; otherwise the reused checkpoint is evaluated again (in the job's folder).
+TABLE4 = "table4"
+
+
+@dataclass(frozen=True)
+class Table4Models:
+    """Where the DVC pipeline keeps the Table 4 models (dvc.yaml stages train / evaluate)."""
+
+    models_dir: Path = Path("models")        # <models_dir>/<variant>-<seed>/checkpoint.pt
+    eval_dir: Path = Path("reports/eval")    # <eval_dir>/<variant>-<seed>/metrics.json
+    lock: Path = Path("dvc.lock")            # what each stage was last made from
+    root: Optional[Path] = None              # the folder dvc.lock's paths are relative to (default: its own)
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            object.__setattr__(self, "root", Path(self.lock).parent)
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A Table 4 model a job reuses: its checkpoint, and its metrics when they apply as they are."""
+
+    name: str                           # "<variant>-<seed>" of Table 4
+    checkpoint: Path
+    checkpoint_md5: str
+    metrics: Optional[Path] = None      # metrics.json reused as it is; None: the checkpoint is evaluated again
+    metrics_md5: Optional[str] = None
+    note: str = ""                      # why the metrics are not reused
+
+    @property
+    def label(self) -> str:
+        return f"reused from Table 4 {self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": TABLE4, "name": self.name, "checkpoint": str(self.checkpoint),
+                "checkpoint_md5": self.checkpoint_md5, "metrics": None if self.metrics is None else str(self.metrics),
+                "metrics_md5": self.metrics_md5, "note": self.note}
+
+
+@lru_cache(maxsize=4096)
+def _md5_of(path: str, stamp: tuple) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes (DVC 3's ``hash: md5``), memoised while the file is unchanged."""
+    stat = path.stat()
+    return _md5_of(str(path), (stat.st_mtime_ns, stat.st_size))
+
+
+def _dvcignore(root: Path) -> tuple[str, ...]:
+    path = root / ".dvcignore"
+    if not path.is_file():
+        return ()
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def _ignored(name: str, is_dir: bool, patterns: Sequence[str]) -> bool:
+    """A name matched by one of .dvcignore's patterns (the name-only patterns this project uses)."""
+    import fnmatch
+
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if is_dir and fnmatch.fnmatch(name, pattern[:-1]):
+                return True
+        elif "/" not in pattern and fnmatch.fnmatch(name, pattern):
+            return True
+    return False
+
+
+def dvc_md5(path: Path, root: Path = Path(".")) -> str:
+    """The md5 DVC 3 records for ``path`` in dvc.lock: the file's md5, or for a folder
+    ``md5(json of [{"md5", "relpath"}] sorted by relpath) + ".dir"`` over its files outside .dvcignore."""
+    import json
+    import os
+
+    if path.is_file():
+        return file_md5(path)
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    patterns = _dvcignore(root)
+    entries = []
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not _ignored(d, True, patterns))
+        for name in files:
+            if not _ignored(name, False, patterns):
+                file = Path(folder) / name
+                entries.append({"md5": file_md5(file), "relpath": file.relative_to(path).as_posix()})
+    entries.sort(key=lambda entry: entry["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+@lru_cache(maxsize=4)
+def _lock_stages(path: str, stamp: tuple) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    stages = data.get("stages") if isinstance(data, dict) else None
+    return stages if isinstance(stages, dict) else {}
+
+
+def lock_stages(path: Path) -> dict[str, Any]:
+    """``stages:`` of a dvc.lock ({} when the file is missing or has none)."""
+    if not path.is_file():
+        return {}
+    stat = path.stat()
+    try:
+        return _lock_stages(str(path), (stat.st_mtime_ns, stat.st_size))
+    except yaml.YAMLError as error:
+        raise InputError(path, f"not valid YAML: {error}") from None
+
+
+def _relative(path: Path, root: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+
+
+def stale_dependency(entry: Mapping[str, Any], root: Path) -> Optional[str]:
+    """None when every dependency of a dvc.lock stage entry still has its recorded md5; else
+    which one changed (or is missing)."""
+    for dep in entry.get("deps") or []:
+        path = root / str(dep.get("path"))
+        try:
+            current = dvc_md5(path, root)
+        except FileNotFoundError:
+            return f"{dep.get('path')} is missing"
+        if current != dep.get("md5"):
+            return f"{dep.get('path')} changed since dvc.lock"
+    return None
+
+
+def _recorded_out(entry: Mapping[str, Any], relpath: str) -> Optional[str]:
+    for out in [*(entry.get("outs") or []), *(entry.get("metrics") or [])]:
+        if isinstance(out, Mapping) and out.get("path") == relpath:
+            return out.get("md5")
+    return None
+
+
+def checkpoint_header(path: Path) -> dict[str, Any]:
+    """The identity fields of a checkpoint (params / data hash, iteration, scheduled iterations)
+    without reading its tensors (memory-mapped)."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # corrupt, foreign, half-copied
+        raise InputError(path, f"cannot read checkpoint: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+    if not isinstance(checkpoint, dict):
+        raise InputError(path, "not an asn checkpoint")
+    run = checkpoint.get("run") or {}
+    return {"params_hash": checkpoint.get("params_hash"), "data_hash": checkpoint.get("data_hash"),
+            "iteration": checkpoint.get("iteration"), "iterations": (run.get("train") or {}).get("iterations")}
+
+
+def table4_reuse(job: Job, eval_options: Mapping[str, Any], models: Table4Models) -> tuple[Optional[Reuse], str]:
+    """``(Reuse, "")`` when ``job`` is the Table 4 model ``<variant>-<seed>`` (see the rules above),
+    else ``(None, why not)``. ``eval_options``: the job's resolved ``eval:`` section. Needs the
+    job's params hash and train data hash (a plan made with ``hash_data=True``)."""
+    identity = job.identity
+    if not identity.get("params_hash") or not identity.get("train_data_hash"):
+        return None, "no params / data hash (planned without hashing the data)"
+    name = f"{job.arm.variant}-{job.seed}"
+    checkpoint = models.models_dir / name / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return None, f"no Table 4 model {name}"
+    try:
+        header = checkpoint_header(checkpoint)
+    except InputError as error:
+        return None, f"Table 4 {name}: {error.reason}"
+    if header["params_hash"] != identity["params_hash"]:
+        return None, (f"Table 4 {name} has params hash {str(header['params_hash'])[:12]}, this arm "
+                      f"{identity['params_hash'][:12]}: another model (or a stale one)")
+    if header["data_hash"] != identity["train_data_hash"]:
+        return None, f"Table 4 {name} was trained on other data (data hash {str(header['data_hash'])[:12]})"
+    if header["iteration"] is None or header["iteration"] != header["iterations"]:
+        return None, f"Table 4 {name} is not complete (iteration {header['iteration']} of {header['iterations']})"
+    stages = lock_stages(models.lock)
+    train_entry = stages.get(f"train@{name}")
+    if not isinstance(train_entry, Mapping):
+        return None, f"{models.lock} has no stage train@{name}: cannot tell what made {checkpoint}"
+    checkpoint_md5 = file_md5(checkpoint)
+    if _recorded_out(train_entry, _relative(checkpoint, models.root)) != checkpoint_md5:
+        return None, f"{checkpoint} is not the file dvc.lock's train@{name} records (replaced by hand?)"
+    stale = stale_dependency(train_entry, models.root)
+    if stale:
+        return None, f"Table 4 {name} is out of date ({stale}; `dvc repro` retrains it)"
+    why = _metrics_not_reusable(name, checkpoint, checkpoint_md5, header, eval_options, models, stages)
+    if why:
+        return Reuse(name=name, checkpoint=checkpoint, checkpoint_md5=checkpoint_md5, note=why), ""
+    metrics = models.eval_dir / name / "metrics.json"
+    return Reuse(name=name, checkpoint=checkpoint, checkpoint_md5=checkpoint_md5, metrics=metrics,
+                 metrics_md5=file_md5(metrics)), ""
+
+
+def _metrics_not_reusable(name: str, checkpoint: Path, checkpoint_md5: str, header: Mapping[str, Any],
+                          eval_options: Mapping[str, Any], models: Table4Models,
+                          stages: Mapping[str, Any]) -> str:
+    """"" when Table 4's metrics.json of ``name`` scores this checkpoint with ``eval_options`` on
+    the current test data; else why not (the checkpoint is then evaluated again)."""
+    from asn.io import read_json
+
+    metrics = models.eval_dir / name / "metrics.json"
+    if not metrics.is_file():
+        return f"no {metrics}"
+    try:
+        run = read_json(metrics).get("run") or {}
+    except (InputError, AttributeError):
+        return f"{metrics} is not readable"
+    if run.get("params_hash") != header["params_hash"] or run.get("data_hash") != header["data_hash"]:
+        return f"{metrics} scores another checkpoint (its params / data hash differ)"
+    entry = stages.get(f"evaluate@{name}")
+    if not isinstance(entry, Mapping):
+        return f"{models.lock} has no stage evaluate@{name}"
+    if _recorded_out(entry, _relative(metrics, models.root)) != file_md5(metrics):
+        return f"{metrics} is not the file dvc.lock's evaluate@{name} records"
+    deps = {dep.get("path"): dep.get("md5") for dep in entry.get("deps") or []}
+    if deps.get(_relative(checkpoint, models.root)) != checkpoint_md5:
+        return f"evaluate@{name} scored another version of {checkpoint}"
+    recorded = [section.get("eval") for section in (entry.get("params") or {}).values() if isinstance(section, Mapping)]
+    if not recorded or hash_json(thaw(recorded[0])) != hash_json(thaw(eval_options)):
+        return "the arm's eval options differ from Table 4's"
+    stale = stale_dependency(entry, models.root)
+    if stale:
+        return f"Table 4's evaluation of {name} is out of date ({stale})"
+    return ""
+
+
+# ----------------------------------------------------------------------------------------------
 # the plan of a flow run
 # ----------------------------------------------------------------------------------------------
 def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
@@ -315,12 +574,15 @@ def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optiona
          images_dir: str | Path = "data/raw/training/image_2",
          test_images_dir: str | Path = "data/raw/testing/image_2", out_dir: str | Path | None = None,
          reports_dir: str | Path = "reports/tables", tracking: bool = True,
-         hash_data: bool = True, trunk: str | Path = "models/trunk/trunk.pt") -> Plan:
+         hash_data: bool = True, trunk: str | Path = "models/trunk/trunk.pt",
+         reuse_from: Optional[Table4Models] = None) -> Plan:
     """Validate a sweep request and list its jobs (arm-major, then seed) with their identities.
 
     Every arm's parameters are loaded and resolved here, so an unknown table, variant, override
     key or profile fails before anything trains. ``hash_data=False`` skips the data hashes (the
-    sweep definition alone, e.g. for listing).
+    sweep definition alone, e.g. for listing). ``reuse_from``: the Table 4 models of the DVC
+    pipeline; a job that is one of them (:func:`table4_reuse`) reuses it instead of training, and
+    its identity (cache key) names the reused files.
     """
     from asn.engine.config import resolve
 
@@ -358,8 +620,15 @@ def plan(*, table: str, variants: Optional[Sequence[str]] = None, seeds: Optiona
                 "model_dir": str(model_dir.resolve()), "eval_dir": str(eval_dir.resolve()),
                 "tracking": bool(tracking), **hashes,
             }
-            jobs.append(Job(arm=arm, seed=seed, overrides=all_overrides, model_dir=model_dir, eval_dir=eval_dir,
-                            identity=identity))
+            job = Job(arm=arm, seed=seed, overrides=all_overrides, model_dir=model_dir, eval_dir=eval_dir,
+                      identity=identity)
+            if reuse_from is not None and hash_data:
+                reuse, note = table4_reuse(job, eval_options, reuse_from)
+                identity["reuse"] = None if reuse is None else {
+                    k: v for k, v in reuse.as_dict().items() if k not in ("checkpoint", "metrics", "note")}
+                job = Job(arm=arm, seed=seed, overrides=all_overrides, model_dir=model_dir, eval_dir=eval_dir,
+                          identity=identity, reuse=reuse, reuse_note=note)
+            jobs.append(job)
     return Plan(sweep=sweep, jobs=tuple(jobs), params_path=params_path, gt_dir=gt_dir, images_dir=images_dir,
                 test_images_dir=test_images_dir, out_dir=out_dir, reports_dir=Path(reports_dir),
                 flow_overrides=tuple(flow_overrides), trunk=trunk_path if uses_trunk else None)
@@ -372,8 +641,11 @@ def shadowed_overrides(plan_: Plan) -> dict[str, list[str]]:
             for arm in plan_.sweep.arms if flow_keys & set(_override_keys(arm.overrides))}
 
 
-def train_argv(plan_: Plan, job: Job, *, resume: bool = False, tracking: bool = True) -> list[str]:
-    """`asn train` arguments of ``job``: the DVC train stage's command line, plus the overrides."""
+def train_argv(plan_: Plan, job: Job, *, resume: bool = False, tracking: bool = True) -> Optional[list[str]]:
+    """`asn train` arguments of ``job``: the DVC train stage's command line, plus the overrides
+    (None for a job that reuses a Table 4 model)."""
+    if job.reuse is not None:
+        return None
     argv = ["train", "--params", str(plan_.params_path), "--gt", str(plan_.gt_dir), "--split", "train",
             "--images", str(plan_.images_dir), "--variant", job.arm.variant, "--seed", str(job.seed),
             "--out", str(job.model_dir), "--experiment", plan_.sweep.table, "--no-progress"]
@@ -385,10 +657,13 @@ def train_argv(plan_: Plan, job: Job, *, resume: bool = False, tracking: bool = 
     return argv
 
 
-def evaluate_argv(plan_: Plan, job: Job, *, tracking: bool = True) -> list[str]:
-    """`asn evaluate` arguments of ``job``: the DVC evaluate stage's command line, plus the overrides."""
+def evaluate_argv(plan_: Plan, job: Job, *, tracking: bool = True) -> Optional[list[str]]:
+    """`asn evaluate` arguments of ``job``: the DVC evaluate stage's command line, plus the overrides
+    (on the reused Table 4 checkpoint for a reused model; None when its metrics are reused too)."""
+    if job.reuse is not None and job.reuse.metrics is not None:
+        return None
     argv = ["evaluate", "--params", str(plan_.params_path), "--gt", str(plan_.gt_dir), "--split", "test",
-            "--images", str(plan_.test_images_dir), "--checkpoint", str(job.model_dir / "checkpoint.pt"),
+            "--images", str(plan_.test_images_dir), "--checkpoint", str(job.checkpoint),
             "--out", str(job.eval_dir), "--experiment", plan_.sweep.table, "--no-progress"]
     argv += [] if tracking else ["--no-tracking"]
     for item in job.overrides:
@@ -662,10 +937,37 @@ def build(sweep: Sweep, per_arm: Mapping[str, list[dict]], params: Optional[Mapp
             row[metric + "_per_seed"] = values
     for item, (_, values, _) in zip(table["paper_only"], only):
         item["paper"].update({m: values[m] for m in sweep.extra_metrics if m in values})
+    for row in table["rows"]:
+        runs = per_arm[row["variant"]]
+        reused = [r.get("_reused_from") for r in runs]
+        if any(reused):
+            row["reused_from"] = reused
+            row["reused_metrics"] = [bool(r.get("_reused_metrics")) for r in runs]
+            row["reuse_notes"] = sorted({r.get("_reuse_note") for r in runs if r.get("_reuse_note")})
+            if all(reused):
+                row["name"] = f"{row['name']} [Table 4 model, reused]"
     table["arms"] = [{"name": a.name, "variant": a.variant, "label": a.label, "overrides": list(a.overrides)}
                      for a in sweep.arms]
     table["extra_metrics"] = list(sweep.extra_metrics)
     return table
+
+
+def reuse_line(row: Mapping[str, Any]) -> str:
+    """How a row's models came about: "trained here", or which Table 4 models it reuses."""
+    reused = row.get("reused_from") or []
+    if not any(reused):
+        return "trained here"
+    seeds = [s for s, name in zip(row["seed_list"], reused) if name]
+    names = sorted({name for name in reused if name})
+    stems = sorted({name.rsplit("-", 1)[0] for name in names})
+    which = (f"`{stems[0]}-<seed>`" if len(stems) == 1 else ", ".join(f"`{n}`" for n in names))
+    with_metrics = [m for m, name in zip(row.get("reused_metrics") or [], reused) if name]
+    metrics = ("checkpoint and metrics" if all(with_metrics) else "checkpoint; evaluated again here"
+               if not any(with_metrics) else "checkpoint; metrics of some seeds")
+    text = f"reused from Table 4 {which} (seeds {', '.join(map(str, seeds))}; {metrics})"
+    if len(seeds) < len(reused):
+        text += "; the other seeds trained here"
+    return text
 
 
 def render_markdown(sweep: Sweep, table: Mapping[str, Any], *, header: Mapping[str, str], command: str,
@@ -698,11 +1000,37 @@ def render_markdown(sweep: Sweep, table: Mapping[str, Any], *, header: Mapping[s
                 lines.append(f"| paper only: {item['name']} | – | – | – | {item['name']} | "
                              f"{'–' if value is None else f'{value:.1f}'} |")
         lines.append("")
-    lines += ["## Arms", "", "| Arm | Variant | Overrides (on top of params.yaml and the flow's) | Description |",
-              "|---|---|---|---|"]
+    if "occlusion_accuracy" in sweep.extra_metrics:
+        from asn.model import VARIANTS
+
+        without = [a["name"] for a in table["arms"] if not VARIANTS.get(a["variant"], {}).get("occlusion")]
+        if without:
+            lines += ["Arms without the occlusion classification branch (" + ", ".join(f"`{n}`" for n in without)
+                      + "): their occlusion_score is 1 - |inmodal| / |amodal| of the predicted masks "
+                      "(asn.model.roi_heads), so their occlusion accuracy measures the masks, not an OC branch.", ""]
+    rows_by_arm = {row["variant"]: row for row in table["rows"]}
+    lines += ["## Arms", "", "| Arm | Variant | Overrides (on top of params.yaml and the flow's) | Description | Models |",
+              "|---|---|---|---|---|"]
     for arm in table["arms"]:
         sets = ", ".join(f"`{o}`" for o in arm["overrides"]) or "–"
-        lines.append(f"| `{arm['name']}` | `{arm['variant']}` | {sets} | {arm['label'] or '–'} |")
+        row = rows_by_arm.get(arm["name"], {})
+        lines.append(f"| `{arm['name']}` | `{arm['variant']}` | {sets} | {arm['label'] or '–'} | {reuse_line(row)} |")
+    reused_rows = [row for row in table["rows"] if any(row.get("reused_from") or [])]
+    if reused_rows:
+        lines += ["", "## Models reused from Table 4", "",
+                  "An arm that is the same model as a Table 4 model of the DVC pipeline (the same params hash, "
+                  "trunk included, and train data hash, read from the checkpoint, which dvc.lock records and DVC "
+                  "would not rebuild) takes that checkpoint instead of training it again; its Table 4 metrics are "
+                  "taken too when they score the arm's eval options on the same test data (asn.sweeps.table4_reuse). "
+                  "Their MLflow runs are in experiment `table4`.", "",
+                  "| Arm | Seed | Table 4 model | Metrics |", "|---|---|---|---|"]
+        for row in reused_rows:
+            for seed, name, metrics in zip(row["seed_list"], row["reused_from"], row["reused_metrics"]):
+                if name:
+                    lines.append(f"| `{row['variant']}` | {seed} | `{name}` | "
+                                 + ("Table 4's metrics.json" if metrics else "evaluated again here") + " |")
+        notes = sorted({note for row in reused_rows for note in row.get("reuse_notes") or []})
+        lines += [""] + [f"- Evaluated again: {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -732,12 +1060,44 @@ def render_csv(sweep: Sweep, table: Mapping[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def timing_summary(results: Sequence[Mapping[str, Any]], *, wall_s: Optional[float] = None,
+                   cached: Sequence[str] = ()) -> dict[str, Any]:
+    """How a flow run's jobs came about and what they cost: jobs trained here, reused from Table 4
+    (with or without their metrics), served from the Prefect cache; the flow run's wall time and
+    the sum of the jobs' own train + evaluate seconds (when each ran, cached or not)."""
+    reused = [r for r in results if r.get("reused_from")]
+    seconds = [float(r["seconds"]) for r in results if isinstance(r.get("seconds"), (int, float))]
+    return {"wall_s": None if wall_s is None else round(float(wall_s), 1), "jobs": len(results),
+            "trained": sum(1 for r in results if not r.get("reused_from")), "reused": len(reused),
+            "reused_with_metrics": sum(1 for r in reused if r.get("reused_metrics")),
+            "cached": len(cached), "job_seconds_total": round(sum(seconds), 1) if seconds else None}
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def timing_line(timing: Mapping[str, Any]) -> str:
+    return (f"{format_seconds(timing.get('wall_s'))} for this flow run ({timing['jobs']} jobs: {timing['trained']} "
+            f"trained here, {timing['reused']} reused from Table 4 ({timing['reused_with_metrics']} with their "
+            f"metrics); {timing['cached']} of the {timing['jobs']} served from the Prefect cache); the jobs' own train + evaluate "
+            f"time when they ran: {format_seconds(timing.get('job_seconds_total'))}")
+
+
 def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: str = "",
-                tracking: bool = True) -> dict[str, Any]:
+                tracking: bool = True, timing: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Write ``<reports>/<table>.md/.csv/.json/.png`` from the jobs' results and log the table to
     MLflow (experiment ``<table>``: a parent run whose children are the (arm, seed) runs).
 
-    ``results``: one per job, each with ``arm``, ``seed`` and ``metrics`` (its metrics.json).
+    ``results``: one per job, each with ``arm``, ``seed`` and ``metrics`` (its metrics.json), and
+    for a reused Table 4 model ``reused_from`` / ``reused_metrics`` / ``reuse_note``.
+    ``timing``: :func:`timing_summary` of the flow run (in the header and the JSON).
     Returns the paths written and the table.
     """
     from asn.eval.seeds import plot
@@ -750,11 +1110,16 @@ def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: 
         metrics = dict(result["metrics"])
         metrics["_seed"] = int(result["seed"])
         metrics["_path"] = str(Path(result["eval_dir"]) / "metrics.json")
-        timing = Path(result["eval_dir"]) / "timing.json"  # untracked side file of `asn evaluate`
-        if timing.is_file() and "model_ms_per_image" not in metrics:
+        if result.get("reused_from"):
+            metrics["_reused_from"] = str(result["reused_from"])
+            metrics["_reused_metrics"] = bool(result.get("reused_metrics"))
+            if result.get("reuse_note") and not result.get("reused_metrics"):
+                metrics["_reuse_note"] = str(result["reuse_note"])
+        timing_file = Path(result["eval_dir"]) / "timing.json"  # untracked side file of `asn evaluate`
+        if timing_file.is_file() and "model_ms_per_image" not in metrics:
             from asn.io import read_json
 
-            metrics["model_ms_per_image"] = read_json(timing).get("model_ms_per_image")
+            metrics["model_ms_per_image"] = read_json(timing_file).get("model_ms_per_image")
         per_arm[result["arm"]].append(metrics)
     for name, runs in per_arm.items():
         got = sorted(r["_seed"] for r in runs)
@@ -777,6 +1142,8 @@ def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: 
               "Models / metrics": f"`{plan_.out_dir}/<arm>-<seed>/`, `{plan_.out_dir}/eval/<arm>-<seed>/`"}
     if flow_run:
         header["Prefect flow run"] = flow_run
+    if timing:
+        header["Wall time"] = timing_line(timing)
     command = (f"prefect deployment run 'asn-ablation/{sweep.table}' (server: make prefect), or "
                f"python pipelines/ablation.py --table {sweep.table}")
     stem = plan_.reports_dir / sweep.table
@@ -786,7 +1153,8 @@ def write_table(plan_: Plan, results: Sequence[Mapping[str, Any]], *, flow_run: 
     write_text_atomic(stem.with_suffix(".csv"), render_csv(sweep, table))
     write_json_atomic(stem.with_suffix(".json"), {
         "table": sweep.table, "title": sweep.title, "data_source": source, "profile": profiles[0],
-        "git_commit": commit, "flow_overrides": list(plan_.flow_overrides), **table}, indent=True)
+        "git_commit": commit, "flow_overrides": list(plan_.flow_overrides),
+        **({"timing": dict(timing)} if timing else {}), **table}, indent=True)
     plot(table, stem.with_suffix(".png"),
          title=f"{sweep.title} ({profiles[0]} profile, {len(sweep.seeds)} seeds)")
     if tracking:
