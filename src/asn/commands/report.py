@@ -7,7 +7,10 @@ paper's values (:mod:`asn.paper`, labelled paper-reported on KINS) beside ours; 
 not been generated yet is listed with the command that makes it, never left out.
 
 Tables 5-7 come from Prefect sweeps, which DVC does not track: the DVC stage `report` reads them
-when they exist at the time it runs; after a sweep, `asn report` refreshes the index.
+when they exist at the time it runs; after a sweep, `asn report` refreshes the index. The index
+lists every sweep with the command that regenerates it and its last wall time, and ends with the
+paper's claims tested one by one on our tables (:mod:`asn.claims`); Figure 5 (bench/figure5.py,
+reports/figures/figure5.json) is read when present.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from asn.errors import InputError
 HELP = """Write reports/README.md: an index of Tables 1-8 and the figures, each with its data
 source, profile, seeds, git commit, the command that regenerates it and the MLflow experiment
 to browse; the statistics tables (1-3), section 3.2's statistics and Figure 4(c) with the
-paper's values beside ours. Reads what the stats / aggregate stages and the asn-ablation
-sweeps wrote; recomputes nothing."""
+paper's values beside ours; the sweeps with their commands and wall times; and the paper's
+claims, each tested on our tables (effect, seed spread, Welch p, verdict). Reads what the stats /
+aggregate / sceneflow stages, the asn-ablation sweeps and bench/figure5.py wrote (the latter in
+reports/figures/ beside the index); recomputes nothing."""
 
 STATS_COMMAND = "dvc repro stats"
 SWEEP_TABLES = ("table5", "table6", "table7", "inference_order")
@@ -157,6 +162,8 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
                                       f"prefect deployment run 'asn-ablation/{name}'", name))
     lines.append(_model_table_row("Table 8: scene flow with instance masks", tables_dir / "table8.md", base,
                                   table8, "dvc repro sceneflow", "-").replace("| `-` |", "| - (files only) |"))
+    figure5 = _read_json(base / "figures" / "figure5.json")
+    lines.append(_figure5_row(base / "figures", base, figure5))
     lines += [
         "",
         "Tables 5-7 and the inference order are Prefect sweeps (`make prefect`, then the command in the row; see pipelines/README.md). "
@@ -164,19 +171,77 @@ def build_index(stats_dir: Path, tables_dir: Path, out: Path, *, commit: str) ->
         + ("Table 8 (scene flow) is not wired into the pipeline yet." if table8 is None else ""),
         "",
     ]
+    lines += _sweeps_section(sweeps, figure5)
     lines += _table1_section(stats_dir, paper)
     lines += _table2_section(stats_dir, paper)
     lines += _summary_section(summary, paper)
     lines += _table3_section(stats_dir, paper)
     lines += _figure4c_section(summary, paper)
     lines += _model_summary(table4, sweeps, base, tables_dir)
+    lines += _claims_section(stats_dir, {"table4": table4, **sweeps, "table8": table8}, figure5, synthetic)
     lines += _scene_order_figures(base / "figures", base)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+SWEEP_COMMANDS = {name: (f"prefect deployment run 'asn-ablation/{name}'", f"python pipelines/ablation.py --table {name}")
+                  for name in SWEEP_TABLES}
+
+
+def _figure5_row(folder: Path, base: Path, data: Optional[Mapping[str, Any]]) -> str:
+    from asn.claims import COMMANDS
+
+    label = "Figure 5: predicted / true amodal area of occluded instances over training iterations"
+    if data is None:
+        return _provenance_row(label, "not generated yet", "-", "-", "-", "-", f"`{COMMANDS['figure5']}`", "-")
+    source = str(data.get("data_source", "?"))
+    source = "synthetic world (not KINS)" if source == "synthetic" else source
+    seeds = sorted({str(run.get("seed")) for run in data.get("runs") or []})
+    link = f"[figure5.png]({_rel(folder / 'figure5.png', base)}), [figure5.json]({_rel(folder / 'figure5.json', base)})"
+    return _provenance_row(label, link, source, str(data.get("profile", "?")), ", ".join(seeds) or "n/a",
+                           _short(data.get("git_commit")), f"`{data.get('command') or COMMANDS['figure5']}`", "- (files only)")
+
+
+def _sweeps_section(sweeps: Mapping[str, Optional[Mapping[str, Any]]], figure5: Optional[Mapping[str, Any]]) -> list[str]:
+    """The sweeps outside DVC, each with the command that regenerates it and its last wall time."""
+    from asn.claims import COMMANDS
+
+    lines = ["## Sweeps and benchmarks outside `make run` (how to regenerate each)", "",
+             "`make run` rebuilds Table 4, Table 8 and this index; these are run on their own (Prefect: `make prefect` "
+             "first). An arm that is a Table 4 model reuses it (same params and data hash), so run `make run` first.", "",
+             "| Item | Regenerate (Prefect deployment) | Without a server | Last run: wall time | Jobs: trained / reused "
+             "from Table 4 / from the Prefect cache |", "|---|---|---|---|---|"]
+    for name in SWEEP_TABLES:
+        deployment, local = SWEEP_COMMANDS[name]
+        timing = (sweeps.get(name) or {}).get("timing") or {}
+        wall = (_duration(timing.get("wall_s")) if timing else "not run yet" if sweeps.get(name) is None
+                else "not recorded (a run before timings were kept)")
+        jobs = (f"{timing.get('trained')} / {timing.get('reused')} / {timing.get('cached')} of {timing.get('jobs')}"
+                if timing else "–")
+        lines.append(f"| {name} | `{deployment}` | `{local}` | {wall} | {jobs} |")
+    wall = _duration((figure5 or {}).get("wall_s")) if figure5 else "not run yet"
+    lines.append(f"| figure5 | – | `{(figure5 or {}).get('command') or COMMANDS['figure5']}` | {wall} | – |")
+    return lines + [""]
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "n/a"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.2f} h"
+
+
+def _claims_section(stats_dir: Path, tables: Mapping[str, Optional[Mapping[str, Any]]],
+                    figure5: Optional[Mapping[str, Any]], synthetic: bool) -> list[str]:
+    """The paper's claims, each tested on our tables (asn.claims)."""
+    from asn import claims
+
+    table2 = _read_csv(stats_dir / "table2.csv") if (stats_dir / "table2.csv").is_file() else None
+    results = claims.evaluate_claims(tables, table2_rows=table2, figure5=figure5)
+    return claims.render_markdown(results, synthetic=synthetic)
+
+
 def _scene_order_figures(folder: Path, base: Path) -> list[str]:
     """The scene-order pictures `make view` writes (asn view --figures), when there are any."""
-    pictures = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    pictures = sorted(p for p in folder.glob("*.png") if not p.stem.startswith("figure5")) if folder.is_dir() else []
     if not pictures:
         return []
     lines = ["## Scene order: ground truth beside predictions (Figures 1(c) and 3 style)", "",
