@@ -46,14 +46,27 @@ def test_table8_from_checkpoints_and_the_synthetic_stereo_world(models, tmp_path
         assert low is None or low <= row["rates"]["Fl"]["all"]["rate"] + 1e-9 <= high + 2e-9
     # rigid motion in the true masks cannot be worse than no instances on the foreground here
     assert rows["gt"]["rates"]["Fl"]["fg"]["rate"] <= rows["baseline"]["rates"]["Fl"]["fg"]["rate"]
-    # the background is never touched by instance refinement with ground-truth masks
-    assert rows["gt"]["rates"]["Fl"]["bg"] == rows["baseline"]["rates"]["Fl"]["bg"]
+    # the background ego-motion: outside the true masks everything is rigid, the baseline keeps
+    # the pixels that contradict its motion
+    assert rows["gt"]["rates"]["Fl"]["all"]["rate"] <= rows["baseline"]["rates"]["Fl"]["all"]["rate"]
+    assert "**Background**: one rigid ego-motion" in table
     assert (out / "table8.png").read_bytes()[:4] == b"\x89PNG"
     csv_lines = (out / "table8.csv").read_text().splitlines()
     assert csv_lines[0] == "arm,seeds,metric,region,rate,low,high,outliers,pixels,source,paper_row"
     assert len(csv_lines) == 1 + 4 * 12 + 3 * 4  # our 4 arms x 12 cells, the paper's 3 rows x 4 metrics
     assert [p["row"] for p in data["paper"]] == ["OSF", "ISF", "ISF with KINS"]
     assert data["paper_roles"]["mrcnn_asn"]["paper_row"] == "ISF with KINS"
+
+
+def test_without_egomotion_the_background_is_left_to_dis(models, tmp_path):
+    out = tmp_path / "tables"
+    asn("sceneflow", "--params", str(PARAMS), "--data", str(tmp_path / "scenes"), "--models", str(models),
+        "--out", str(out), "--no-progress", *SMALL, "--set", "sceneflow.scenes=1",
+        "--set", "sceneflow.egomotion.enabled=false")
+    rows = {row["arm"]: row for row in json.loads((out / "table8.json").read_text())["rows"]}
+    # instance refinement with ground-truth masks never touches the background
+    assert rows["gt"]["rates"]["Fl"]["bg"] == rows["baseline"]["rates"]["Fl"]["bg"]
+    assert "**Background**: left to DIS flow" in (out / "table8.md").read_text()
 
 
 def test_missing_checkpoint_and_bad_source_exit_2(models, tmp_path):
@@ -63,6 +76,11 @@ def test_missing_checkpoint_and_bad_source_exit_2(models, tmp_path):
     proc = asn("sceneflow", "--params", str(PARAMS), "--data", str(tmp_path / "s"), "--models", str(models),
                "--out", str(tmp_path / "o"), *SMALL, "--set", "sceneflow.source=lidar", check=False)
     assert proc.returncode == 2 and "sceneflow.source" in proc.stderr and "lidar" in proc.stderr
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text().replace("    open_px: 9", "    open_px: 9\n    radius: 3"))
+    proc = asn("sceneflow", "--params", str(params), "--data", str(tmp_path / "s"), "--models", str(models),
+               "--out", str(tmp_path / "o"), *SMALL, check=False)
+    assert proc.returncode == 2 and "sceneflow.egomotion" in proc.stderr and "radius" in proc.stderr
     proc = asn("sceneflow", "--params", str(PARAMS), "--data", str(tmp_path / "nothing"), "--models", str(models),
                "--out", str(tmp_path / "o"), *SMALL, "--set", "sceneflow.source=kitti2015", check=False)
     assert proc.returncode == 2 and "image_2" in proc.stderr

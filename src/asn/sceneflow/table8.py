@@ -4,9 +4,14 @@ our models, and with ground-truth masks (the upper bound).
 Per scene (KITTI 2015 ``data_scene_flow`` layout: ``image_2`` / ``image_3`` ``NNNNNN_10.png`` and
 ``_11.png``, ``disp_occ_0``, ``disp_occ_1``, ``flow_occ``, ``obj_map``), the OpenCV baseline
 (:mod:`asn.sceneflow.baseline`) is refined inside instance masks by one rigid motion each
-(:mod:`asn.sceneflow.refine`). Arms:
+(:mod:`asn.sceneflow.refine`). Like the paper's OSF and ISF, every arm explains the static
+background by the camera's rigid motion (:mod:`asn.sceneflow.egomotion`, params.yaml
+``sceneflow.egomotion``): the DIS flow is estimated after compensating it, and the arms with
+masks fit it outside their masks and overwrite flow and second-frame disparity there. Arms:
 
-- ``baseline``: no instances (StereoSGBM + DIS flow + the second disparity warped by the flow);
+- ``baseline``: no instances (StereoSGBM + DIS flow + the second disparity warped by the flow),
+  the camera's ego-motion fitted over the whole image (moving objects are outliers) and its
+  rigid flow written wherever the estimate does not contradict it;
 - ``mrcnn``: inmodal masks of our Mask R-CNN checkpoints (one per seed), overlaps resolved by
   the median estimated disparity in each mask (nearer first);
 - ``mrcnn_asn``: inmodal masks of our ASN checkpoints, overlaps resolved by the occlusion order
@@ -31,7 +36,7 @@ from asn.sceneflow.metrics import METRICS, REGIONS, error_rates, frame_counts, p
 
 ARMS = ("baseline", "mrcnn", "mrcnn_asn", "gt")
 ARM_LABELS = {
-    "baseline": "no instances (StereoSGBM + DIS flow)",
+    "baseline": "no instances (StereoSGBM + DIS flow, rigid background ego-motion)",
     "mrcnn": "+ rigid refinement in inmodal masks of mrcnn",
     "mrcnn_asn": "+ rigid refinement in amodal + inmodal masks of mrcnn_asn",
     "gt": "+ rigid refinement in ground-truth inmodal masks (upper bound)",
@@ -105,6 +110,48 @@ def read_frame(root: Path, name: str) -> dict[str, Any]:
     obj_path = root / "obj_map" / f"{name}_10.png"
     frame["obj_map"] = read_object_map(obj_path) if obj_path.is_file() else None
     return frame
+
+
+# ----------------------------------------------------------------------------------------------
+# the arms' estimates
+# ----------------------------------------------------------------------------------------------
+
+def input_estimate(frame: Mapping[str, Any], camera, *, max_disparity: int, ego: Mapping[str, Any] | None,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The estimate every arm of one frame starts from (``frame``: the four RGB images
+    ``left0`` / ``right0`` / ``left1`` / ``right1``, HxWx3 uint8): the plain OpenCV baseline
+    when ``ego`` is None, else the ego-motion-compensated one
+    (:func:`asn.sceneflow.egomotion.compensated_estimate` with ``ego["input"]`` and
+    ``ego["fit"]``, the keyword groups ``asn sceneflow`` reads from params.yaml)."""
+    from asn.sceneflow.baseline import baseline_estimate
+    from asn.sceneflow.egomotion import compensated_estimate
+
+    images = (frame["left0"], frame["right0"], frame["left1"], frame["right1"])
+    if ego is None:
+        return baseline_estimate(*images, max_disparity=max_disparity)
+    estimate, _ = compensated_estimate(*images, camera, max_disparity=max_disparity, rng=rng,
+                                       **ego["input"], **ego["fit"])
+    return estimate
+
+
+def arm_estimate(estimate: Mapping[str, np.ndarray], camera, masks: Sequence[np.ndarray] | None,
+                 order: Sequence[int] | None = None, *, ego: Mapping[str, Any] | None,
+                 rng: np.random.Generator, iterations: int) -> dict[str, np.ndarray]:
+    """One arm's estimate: the background ego-motion (:func:`asn.sceneflow.egomotion.egomotion_refine`,
+    outside ``masks``; ``masks`` None = the no-instance baseline, the whole image with moving
+    objects as outliers; skipped when ``ego`` is None), then one rigid motion per instance
+    mask (:func:`asn.sceneflow.refine.refine_instances`, ``order`` nearest first, ``iterations``
+    RANSAC samples). ``masks``: bool HxW visible masks."""
+    from asn.sceneflow.egomotion import egomotion_refine
+    from asn.sceneflow.refine import refine_instances
+
+    est = dict(estimate)
+    if ego is not None:
+        est, _ = egomotion_refine(estimate, camera, masks, rng=rng, **ego["fit"],
+                                  **(ego["baseline"] if masks is None else {}))
+    if masks:
+        est, _ = refine_instances(est, camera, masks, order, rng=rng, iterations=iterations)
+    return est
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,6 +350,6 @@ def plot_error_maps(frame: Mapping[str, Any], estimates: Mapping[str, Mapping[st
     write_bytes_atomic(path, buffer.getvalue())
 
 
-__all__ = ["ARMS", "ARM_PAPER_ROLES", "amodal_order", "bootstrap_interval", "counts_array", "error_rates",
+__all__ = ["ARMS", "ARM_PAPER_ROLES", "amodal_order", "arm_estimate", "input_estimate", "bootstrap_interval", "counts_array", "error_rates",
            "frame_counts", "paper_rows", "pool_counts", "predicted_masks", "read_frame", "render_csv",
            "render_markdown", "write_synthetic_scenes"]
