@@ -36,17 +36,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from asn.io import write_json_atomic  # noqa: E402
-
-
-def _checkpoint_iteration(path: Path) -> int | None:
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iteration"])
-    except Exception:  # being replaced right now: try again at the next poll
-        return None
+from learning_curve import _checkpoint_iteration  # noqa: E402
 
 
 def train_command(args: argparse.Namespace, variant: str, run_dir: Path) -> list[str]:
