@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from asn.io import write_json_atomic  # noqa: E402
-from learning_curve import _checkpoint_iteration  # noqa: E402
+from learning_curve import _checkpoint_iteration, evaluate_snapshot  # noqa: E402
 
 
 def train_command(args: argparse.Namespace, variant: str, run_dir: Path) -> list[str]:
@@ -87,21 +87,16 @@ def train_with_snapshots(command: list[str], run_dir: Path, snap_dir: Path, *, i
 
 
 def score_snapshot(args: argparse.Namespace, snapshot: Path, out: Path, gt: tuple[dict, dict]) -> dict:
-    """``asn evaluate`` of one snapshot, then the Figure 5 measure of its predictions."""
+    """``asn evaluate`` of one snapshot (learning_curve's), then the Figure 5 measure of its predictions."""
     from asn.figure5 import area_ratios
 
-    command = [sys.executable, "-m", "asn.cli", "evaluate", "--params", str(args.params), "--gt", str(args.gt),
-               "--split", "test", "--images", str(args.test_images), "--checkpoint", str(snapshot),
-               "--out", str(out), "--no-progress", "--no-tracking"]
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    metrics = json.loads((out / "metrics.json").read_text())
+    scores = evaluate_snapshot(args, snapshot, out)
     predictions = json.loads((out / "predictions.json").read_text())
     result = area_ratios(*gt, predictions, occluded_above=args.occluded_above, iou_match=args.iou_match,
                          match=args.match, score_threshold=args.score_threshold)
     result.pop("instances")
     result.pop("definition")
-    return {**result, "amodal_ap": metrics.get("amodal_ap"), "det_ap": metrics.get("det_ap")}
+    return {**result, "amodal_ap": scores["amodal_ap"], "det_ap": scores["det_ap"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,9 @@ def evaluate_snapshot(args: argparse.Namespace, snapshot: Path, out: Path) -> di
                    env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     metrics = json.loads((out / "metrics.json").read_text())
     with open(out / "per_class.csv") as handle:
-        per_class = {row["name"]: float(row["amodal_ap"]) for row in csv.DictReader(handle)}
+        # a class without test instances has an empty cell
+        per_class = {row["name"]: float(row["amodal_ap"]) if row["amodal_ap"] else None
+                     for row in csv.DictReader(handle)}
     keys = [f"{m}_ap{s}" for m in ("det", "amodal", "inmodal") for s in ("", "_50", "_75")]
     return {**{k: metrics[k] for k in keys}, "amodal_ap_per_class": per_class}
 
