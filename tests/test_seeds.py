@@ -38,6 +38,17 @@ def _write(root, variant, seed, amodal, **extra):
         {"det_ap": amodal + 1, "amodal_ap": amodal, "inmodal_ap": amodal - 1, **extra}))
 
 
+def _assert_tables_rectangular(markdown: str) -> None:
+    """Every markdown table: each row has as many cells as its header and separator."""
+    table: list[int] = []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append(line.count("|"))
+        elif table:
+            assert len(set(table)) == 1, f"ragged table (pipes per line {table})"
+            table = []
+
+
 def test_collect_names_the_missing_file(tmp_path):
     _write(tmp_path, "mrcnn", 0, 10.0)
     with pytest.raises(InputError, match=r"mrcnn-1[/\\]metrics.json.*mrcnn seed 1"):
@@ -56,6 +67,7 @@ def test_table_files(tmp_path):
     markdown = render_markdown(table, title="Table 4", header={"Data": "synthetic", "Git commit": "abc"},
                                command="dvc repro aggregate")
     assert "10.1 ± 0.09" in markdown  # mean 10.07, sample variance 0.0933
+    _assert_tables_rectangular(markdown)
     # the paper's row beside ours (Mask R-CNN: 31.3, not ORCNN's 30.9), labelled as the paper's
     assert "| Mask R-CNN | 31.3 | 29.3 | 26.6 |" in markdown
     assert "| Mask R-CNN + ASN | 32.7 | 31.1 | 28.7 |" in markdown
@@ -116,6 +128,7 @@ def test_table4_order_columns_beside_their_coverage(tmp_path):
     orcnn = next(line for line in markdown.splitlines() if "(`orcnn`)" in line)
     assert orcnn.endswith("| n/a | n/a | n/a | n/a |")
     assert "Order columns (ours, percent, no paper counterpart" in markdown
+    _assert_tables_rectangular(markdown)
     assert "| `mrcnn` | 2 | 11.00 | 10.00 | 9.00 | n/a | n/a | n/a | n/a |" in markdown
     rows = render_csv(table).splitlines()
     assert rows[0].endswith(",order_cluster_coverage_mean,order_cluster_coverage_variance,order_cluster_coverage_n")

@@ -234,8 +234,8 @@ def render_markdown(table: Mapping[str, Any], *, title: str, header: Mapping[str
     lines += ["## Per-seed values and MLflow runs", "",
               "Each (variant, seed) is one MLflow run tagged `asn.run_key`; search "
               "`tags.\"asn.run_key\" = '<key>'` in the experiment.", "",
-              "| Variant | Seed | " + " | ".join(names) + "".join(f" {n} |" for _, n in extra)
-              + " MLflow run key |", "|" + "---|" * (3 + len(names) + len(extra))]
+              "| " + " | ".join(["Variant", "Seed", *names, *(n for _, n in extra), "MLflow run key"]) + " |",
+              "|" + "---|" * (3 + len(names) + len(extra))]
     for row in table["rows"]:
         for index, seed in enumerate(row["seed_list"]):
             values = " | ".join(f"{row[key]['values'][index]:.2f}" for key, _ in METRICS)
